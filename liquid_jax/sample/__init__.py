@@ -1,0 +1,1 @@
+"""liquid_jax.sample."""
