@@ -1,0 +1,114 @@
+"""TransformerConfig: one dataclass describing every supported decoder family."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+Family = Literal["gemma", "gemma2", "llama", "qwen2"]
+FAMILIES: tuple[str, ...] = ("gemma", "gemma2", "llama", "qwen2")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialTokens:
+    """Token ids the Liquid recipe needs; Gemma's are the upstream defaults."""
+
+    bos: int = 2
+    eos: int = 1
+    pad: int = 0
+    boi: int = 7
+    eoi: int = 8
+    unconditional: int = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of a decoder-only LM (Gemma 1/2, Llama 3.x, Qwen2/2.5).
+
+    ``vocab_size`` is the real vocabulary (text tokens followed by ``num_image_codes``
+    image codes); ``padded_vocab_size`` is the embedding's row count (a multiple of
+    ``vocab_pad_multiple``); padded rows are never sampled nor exported.
+    """
+
+    family: Family
+    vocab_size: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_dim: int
+    num_image_codes: int = 0
+    vocab_pad_multiple: int = 1
+    activation: Literal["gelu_tanh", "silu"] = "silu"
+    norm_eps: float = 1e-6
+    rope_theta: float = 10_000.0
+    # Llama-3 style scaling: {"rope_type": "llama3", "factor", "low_freq_factor",
+    # "high_freq_factor", "original_max_position_embeddings"}; stored as a tuple of
+    # items so the config stays hashable.
+    rope_scaling: tuple[tuple[str, Any], ...] | None = None
+    max_position_embeddings: int = 8192
+    tie_embeddings: bool = True
+    qkv_bias: bool = False
+    # Gemma-specific switches.
+    scale_embeddings: bool = False  # multiply embeddings by sqrt(d_model)
+    norm_plus_one: bool = False  # RMSNorm weight applied as (1 + w)
+    post_norms: bool = False  # Gemma 2 post-attention / post-feed-forward norms
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
+    query_pre_attn_scalar: float | None = None  # attention scale = this ** -0.5
+    sliding_window: int | None = None
+    sliding_window_pattern: int = 0  # layer i is local if pattern and i % pattern == 0
+    special_tokens: SpecialTokens = SpecialTokens()
+    # Numerics and compilation (do not change the checkpoint layout).
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+    scan_layers: bool = False
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; expected one of {FAMILIES}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
+
+    @property
+    def text_vocab_size(self) -> int:
+        return self.vocab_size - self.num_image_codes
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.vocab_pad_multiple
+        return -(-self.vocab_size // m) * m
+
+    def image_token(self, code: int) -> int:
+        return self.text_vocab_size + code
+
+    def is_local_layer(self, layer: int) -> bool:
+        return bool(
+            self.sliding_window and self.sliding_window_pattern
+            and layer % self.sliding_window_pattern == 0
+        )
+
+    def replace(self, **changes) -> "TransformerConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["rope_scaling"] = dict(self.rope_scaling) if self.rope_scaling else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TransformerConfig":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig fields: {unknown}")
+        if d.get("rope_scaling"):
+            d["rope_scaling"] = tuple(sorted(dict(d["rope_scaling"]).items()))
+        if isinstance(d.get("special_tokens"), dict):
+            d["special_tokens"] = SpecialTokens(**d["special_tokens"])
+        return cls(**d)
