@@ -1,1 +1,1 @@
-"""liquid_jax.eval."""
+"""liquid_jax.eval: the shapes-world checker and its accuracies, evaluation reports."""

@@ -1,0 +1,46 @@
+"""``liquid-jax convert hf``: Hugging Face directory <-> liquid_jax checkpoint.
+
+  liquid-jax convert hf --input=hf/gemma-7b --output=ckpt/gemma-7b-liquid
+  liquid-jax convert hf --input=hf/gemma-7b --output=ckpt/gemma-7b --extend_image_codes=0
+  liquid-jax convert hf --to=hf --input=ckpt/liquid-7b --output=hf/liquid-7b --dtype=bfloat16
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from liquid_jax.convert import hf
+from liquid_jax.convert.safetensors_io import DEFAULT_MAX_SHARD_BYTES
+from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES
+
+_INPUT = flags.DEFINE_string("input", None, "Source directory.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Destination directory (must not exist).", required=True)
+_TO = flags.DEFINE_enum("to", "liquid", ["liquid", "hf"],
+                        "liquid: Hugging Face -> liquid_jax checkpoint; hf: the reverse.")
+_EXTEND = flags.DEFINE_integer(
+    "extend_image_codes", DEFAULT_NUM_IMAGE_CODES,
+    "Image-code tokens appended to a text model (0: keep text-only). A checkpoint that "
+    "already has image codes is never extended.")
+_DTYPE = flags.DEFINE_enum("dtype", None, list(hf.DTYPES),
+                           "Parameter dtype of the output (default: float32 for --to=liquid, "
+                           "the checkpoint's dtype for --to=hf).")
+_PAD = flags.DEFINE_integer("vocab_pad_multiple", 1,
+                            "Pad vocabulary tables to a multiple of this (e.g. 128 for TPU).")
+_SHARD = flags.DEFINE_integer("max_shard_bytes", DEFAULT_MAX_SHARD_BYTES,
+                              "Largest safetensors shard written with --to=hf.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {argv[1:]}")
+    if _TO.value == "liquid":
+        config = hf.convert_hf_to_liquid(
+            _INPUT.value, _OUTPUT.value, dtype=_DTYPE.value or "float32",
+            extend_image_codes=_EXTEND.value, vocab_pad_multiple=_PAD.value,
+        )
+    else:
+        config = hf.convert_liquid_to_hf(
+            _INPUT.value, _OUTPUT.value, dtype=_DTYPE.value, max_shard_bytes=_SHARD.value
+        )
+    print(f"wrote {_OUTPUT.value}: {config.family}, vocab {config.vocab_size} "
+          f"({config.num_image_codes} image codes), {config.num_layers} layers")

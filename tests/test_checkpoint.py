@@ -1,0 +1,124 @@
+"""liquid_jax.checkpoint: Orbax params + JSON card, atomic writes, sharded restore."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from liquid_jax import checkpoint
+from liquid_jax.sharding import logical_param, make_mesh, state_shardings
+
+
+def _tree(seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "embed": {"embedding": rng.standard_normal((16, 8)).astype(np.float32)},
+        "layers": {"w": rng.standard_normal((2, 8, 8)).astype(np.float32)},
+        "count": np.arange(3, dtype=np.int32),
+    }
+
+
+def test_round_trip_numpy(tmp_path):
+    tree = _tree()
+    checkpoint.save_params(tmp_path / "ck", tree, {"kind": "transformer", "config": {"a": 1}})
+    params, meta = checkpoint.load_params(tmp_path / "ck")
+    assert meta == {"kind": "transformer", "config": {"a": 1}, "format_version": 1}
+    assert json.loads((tmp_path / "ck" / "liquid_jax.json").read_text())["kind"] == "transformer"
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(tree)):
+        assert isinstance(got, np.ndarray) and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary left
+
+
+class _Tiny(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.embedding = logical_param(jax.random.normal(rngs.params(), (16, 8)), ("vocab", "embed"))
+        self.kernel = logical_param(jax.random.normal(rngs.params(), (8, 32)), ("embed", "mlp"))
+
+
+def test_nnx_state_sharded_restore_and_cast(tmp_path):
+    model = _Tiny(nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    checkpoint.save_params(tmp_path / "ck", state, {"kind": "test"})
+
+    mesh = make_mesh((2, 2, 2))
+    abstract = nnx.state(nnx.eval_shape(lambda: _Tiny(nnx.Rngs(0))), nnx.Param)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16), abstract)
+    params, _ = checkpoint.load_params(
+        tmp_path / "ck", abstract=abstract, shardings=state_shardings(abstract, mesh)
+    )
+    emb = params["embedding"]
+    assert emb.dtype == jnp.bfloat16
+    assert emb.sharding.spec == P("tensor", "fsdp")
+    assert len(emb.addressable_shards) == 8 and emb.addressable_shards[0].data.shape == (8, 4)
+    np.testing.assert_array_equal(
+        np.asarray(emb, np.float32), np.asarray(model.embedding.get_value().astype(jnp.bfloat16), np.float32)
+    )
+    nnx.update(model, params)  # the restored dict fits the module
+    assert model.kernel.get_value().dtype == jnp.bfloat16
+
+
+def test_shardings_only_uses_stored_shapes(tmp_path):
+    tree = _tree()
+    checkpoint.save_params(tmp_path / "ck", tree, {"kind": "test"})
+    mesh = make_mesh((8, 1, 1))
+    shardings = jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
+    shardings["embed"]["embedding"] = NamedSharding(mesh, P("data"))
+    params, _ = checkpoint.load_params(tmp_path / "ck", shardings=shardings)
+    assert params["embed"]["embedding"].sharding.spec == P("data")
+    np.testing.assert_array_equal(np.asarray(params["layers"]["w"]), tree["layers"]["w"])
+
+
+def test_existing_destination_and_overwrite(tmp_path):
+    checkpoint.save_params(tmp_path / "ck", _tree(0), {"kind": "test"})
+    with pytest.raises(FileExistsError, match="ck.*already exists"):
+        checkpoint.save_params(tmp_path / "ck", _tree(1), {"kind": "test"})
+    checkpoint.save_params(tmp_path / "ck", _tree(1), {"kind": "test", "v": 2}, overwrite=True)
+    params, meta = checkpoint.load_params(tmp_path / "ck")
+    assert meta["v"] == 2
+    np.testing.assert_array_equal(params["count"], _tree(1)["count"])
+
+
+def test_failed_save_leaves_nothing(tmp_path):
+    with pytest.raises(TypeError):
+        checkpoint.save_params(tmp_path / "ck", _tree(), {"kind": "test", "bad": object()})
+    bad_tree = {"w": np.zeros(3), "not_an_array": object()}
+    with pytest.raises(Exception):
+        checkpoint.save_params(tmp_path / "ck", bad_tree, {"kind": "test"})
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="kind"):
+        checkpoint.save_params(tmp_path / "ck", _tree(), {"config": {}})
+
+
+def test_mismatched_abstract_names_the_tensor(tmp_path):
+    tree = _tree()
+    checkpoint.save_params(tmp_path / "ck", tree, {"kind": "test"})
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+    abstract["layers"]["w"] = jax.ShapeDtypeStruct((3, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"layers/w.*\(2, 8, 8\).*\(3, 8, 8\)"):
+        checkpoint.load_params(tmp_path / "ck", abstract=abstract)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+    abstract["extra"] = jax.ShapeDtypeStruct((1,), np.float32)
+    with pytest.raises(KeyError, match="extra"):
+        checkpoint.load_params(tmp_path / "ck", abstract=abstract)
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="liquid_jax.json"):
+        checkpoint.read_metadata(tmp_path)
+
+
+def test_extra_files_are_part_of_the_atomic_write(tmp_path):
+    vocab = tmp_path / "tokenizer.json"
+    vocab.write_text('{"model": {}}')
+    checkpoint.save_params(tmp_path / "ck", _tree(), {"kind": "test"},
+                           extra_files={"tokenizer/tokenizer.json": vocab}, max_inflight_gb=0.01)
+    assert (tmp_path / "ck" / "tokenizer" / "tokenizer.json").read_text() == '{"model": {}}'
+    with pytest.raises(FileNotFoundError):
+        checkpoint.save_params(tmp_path / "ck2", _tree(), {"kind": "test"},
+                               extra_files={"missing.model": tmp_path / "missing.model"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "tokenizer.json"]
