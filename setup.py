@@ -19,6 +19,8 @@ CORE = [
     "chex>=0.1.92",
     "numpy",
     "safetensors>=0.5",
+    "msgpack>=1.0",
+    "pyarrow>=14",
     "pillow>=11",
     "pyyaml",
     "tqdm",
@@ -31,9 +33,11 @@ TEST = [
     "torch==2.13.0",
     "transformers>=5.0,<6",
     "scikit-image",
+    "portpicker",
     "nbclient",
     "nbformat",
     "ipykernel",
+    "jax[tpu]==0.10.2",  # libtpu: ahead-of-time TPU compiles in tests/test_plan.py
 ]
 
 setup(
