@@ -62,17 +62,20 @@ def logical_to_spec(
     logical_axes: Sequence[str | None] | None,
     rules: Sequence[tuple[str, Any]] = LOGICAL_RULES,
     mesh: Mesh | None = None,
+    shape: Sequence[int] | None = None,
 ) -> PartitionSpec:
     """Maps logical names to a PartitionSpec; a mesh axis is used at most once.
 
-    With ``mesh``, mesh axes of size 1 are dropped so specs stay minimal.
+    With ``mesh``, mesh axes of size 1 are dropped so specs stay minimal. With ``shape``
+    too, a mesh axis that does not divide its dimension is dropped (that dimension is
+    replicated over it), e.g. 14 query heads on a tensor axis of 4.
     """
     if logical_axes is None:
         return PartitionSpec()
     table = dict(rules)
     used: set[str] = set()
     out = []
-    for name in logical_axes:
+    for dim, name in enumerate(logical_axes):
         if name is None:
             out.append(None)
             continue
@@ -83,6 +86,13 @@ def logical_to_spec(
         axes = tuple(
             a for a in axes if a not in used and (mesh is None or mesh.shape.get(a, 1) > 1)
         )
+        if mesh is not None and shape is not None:
+            kept, size = [], 1
+            for a in axes:
+                if shape[dim] % (size * mesh.shape[a]) == 0:
+                    kept.append(a)
+                    size *= mesh.shape[a]
+            axes = tuple(kept)
         used.update(axes)
         out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
     return PartitionSpec(*out)
@@ -121,7 +131,7 @@ def state_shardings(state: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = L
 
     def one(var):
         axes = var.get_metadata().get("logical_axes") if isinstance(var, nnx.Variable) else None
-        return NamedSharding(mesh, logical_to_spec(axes, rules, mesh))
+        return NamedSharding(mesh, logical_to_spec(axes, rules, mesh, np.shape(var)))
 
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
@@ -132,3 +142,14 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     if mesh is None or mesh.empty:
         return x
     return jax.lax.with_sharding_constraint(x, logical_to_spec(logical_axes, LOGICAL_RULES, mesh))
+
+
+def batch_shard_count(mesh: Mesh | None, rules: Sequence[tuple[str, Any]] = LOGICAL_RULES) -> int:
+    """How many ways the logical "batch" axis is split on ``mesh`` (1 without a mesh)."""
+    if mesh is None:
+        return 1
+    axes = logical_to_spec(("batch",), rules, mesh)[0]
+    if axes is None:
+        return 1
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    return int(np.prod([mesh.shape[a] for a in axes]))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import Any, Literal
+
+import ml_collections
 
 Family = Literal["gemma", "gemma2", "llama", "qwen2"]
 FAMILIES: tuple[str, ...] = ("gemma", "gemma2", "llama", "qwen2")
@@ -92,6 +95,10 @@ class TransformerConfig:
             and layer % self.sliding_window_pattern == 0
         )
 
+    def local_layer_flags(self) -> tuple[bool, ...]:
+        """Per layer: True where attention is sliding-window (local)."""
+        return tuple(self.is_local_layer(i) for i in range(self.num_layers))
+
     def replace(self, **changes) -> "TransformerConfig":
         return dataclasses.replace(self, **changes)
 
@@ -112,3 +119,60 @@ class TransformerConfig:
         if isinstance(d.get("special_tokens"), dict):
             d["special_tokens"] = SpecialTokens(**d["special_tokens"])
         return cls(**d)
+
+
+# Architecture switches shared by every size of a family (configs/ start from these).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma": dict(
+        activation="gelu_tanh", scale_embeddings=True, norm_plus_one=True, tie_embeddings=True
+    ),
+    "gemma2": dict(
+        activation="gelu_tanh", scale_embeddings=True, norm_plus_one=True, tie_embeddings=True,
+        post_norms=True, attn_logit_softcap=50.0, final_logit_softcap=30.0,
+        sliding_window=4096, sliding_window_pattern=2,
+    ),
+    "llama": dict(activation="silu", norm_eps=1e-5, rope_theta=500_000.0),
+    "qwen2": dict(activation="silu", qkv_bias=True, rope_theta=1_000_000.0),
+}
+
+
+def model_config_dict(
+    family: Family, text_vocab_size: int, num_image_codes: int = 8192, **fields: Any
+) -> ml_collections.ConfigDict:
+    """A ConfigDict with every TransformerConfig field, for ml_collections config files.
+
+    Starts from the dataclass defaults and ``FAMILY_DEFAULTS[family]``, then ``fields``.
+    ``vocab_size`` is tied to ``num_image_codes`` by reference, so overriding
+    ``--config.model.num_image_codes=0`` yields the base text-only model.
+    ``TransformerConfig.from_dict(cfg.to_dict())`` builds the config.
+    """
+    if family not in FAMILY_DEFAULTS:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    values = {
+        f.name: f.default for f in dataclasses.fields(TransformerConfig)
+        if f.default is not dataclasses.MISSING
+    }
+    values["special_tokens"] = dataclasses.asdict(SpecialTokens())
+    values.update(FAMILY_DEFAULTS[family], family=family, num_image_codes=num_image_codes, **fields)
+    if isinstance(values.get("rope_scaling"), dict):
+        values["rope_scaling"] = ml_collections.ConfigDict(values["rope_scaling"])
+    cfg = ml_collections.ConfigDict(values)
+    cfg.vocab_size = cfg.get_ref("num_image_codes") + text_vocab_size
+    return cfg
+
+
+def load_model_config(path: str, **overrides: Any) -> TransformerConfig:
+    """The TransformerConfig of an ml_collections config file (its ``get_config().model``).
+
+    ``overrides`` are set on the ConfigDict first, as ``--config.model.<key>=`` would be
+    (so ``num_image_codes=0`` also shrinks ``vocab_size``).
+    """
+    spec = importlib.util.spec_from_file_location(f"liquid_config_{abs(hash(path))}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"cannot load config file {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.get_config().model
+    for key, value in overrides.items():
+        setattr(model, key, value)
+    return TransformerConfig.from_dict(model.to_dict())

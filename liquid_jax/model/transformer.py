@@ -1,0 +1,223 @@
+"""The decoder: one configurable Flax NNX model for Gemma, Gemma 2, Llama 3 and Qwen2.
+
+Layer parameters are always stacked over a leading "layers" axis, so ``scan_layers`` and
+``remat`` change only how the forward pass is traced, never the checkpoint layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from liquid_jax.model.attention import MASKED_LOGIT, attention_mask
+from liquid_jax.model.config import TransformerConfig
+from liquid_jax.model.kv_cache import KVCache
+from liquid_jax.model.layers import Block, RMSNorm, stacked_param
+from liquid_jax.model.rope import inverse_frequencies, rope_angles
+from liquid_jax.sharding import constrain, state_shardings
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole layer
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Embedder(nnx.Module):
+    """Token embedding table [padded_vocab, D]."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        self.embedding = stacked_param(
+            rngs, config, None, (config.padded_vocab_size, config.d_model), ("vocab", "embed")
+        )
+
+
+class LMHead(nnx.Module):
+    """Untied output projection, stored like an embedding table: [padded_vocab, D]."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        self.weight = stacked_param(
+            rngs, config, None, (config.padded_vocab_size, config.d_model), ("vocab", "embed")
+        )
+
+
+class Transformer(nnx.Module):
+    """Decoder-only language model.
+
+    ``model(tokens, positions, segment_ids, cache)`` returns float32 logits
+    [B, T, padded_vocab_size] (soft-capped; rows >= vocab_size masked) and the updated
+    cache. segment_ids: 0 = padding; tokens attend only within their own segment.
+    """
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed = Embedder(config, rngs=rngs)
+        self.layers = Block(config, rngs=rngs)
+        self.final_norm = RMSNorm(config, None, rngs=rngs)
+        self.lm_head = None if config.tie_embeddings else LMHead(config, rngs=rngs)
+
+    def embedding_table(self) -> jax.Array:
+        """The input embedding [padded_vocab, D]."""
+        return self.embed.embedding[...]
+
+    def lm_head_weight(self) -> jax.Array:
+        """Output projection rows [padded_vocab, D] (the embedding when tied)."""
+        return self.embedding_table() if self.lm_head is None else self.lm_head.weight[...]
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        h, cache = self.hidden_states(tokens, positions, segment_ids, cache)
+        return self.project(h), cache
+
+    def hidden_states(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """Final-normed hidden states [B, T, D] in the compute dtype, and the updated cache.
+
+        Default positions are 0..T-1 (offset by the cache's write index when decoding);
+        default segment ids are all 1.
+        """
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        batch, length = tokens.shape
+        if positions is None:
+            start = 0 if cache is None else cache.index
+            positions = jnp.broadcast_to(start + jnp.arange(length, dtype=jnp.int32), (batch, length))
+        if segment_ids is None:
+            segment_ids = jnp.ones((batch, length), jnp.int32)
+
+        x = self.embedding_table()[tokens].astype(dtype)
+        if cfg.scale_embeddings:
+            x = x * jnp.asarray(np.sqrt(cfg.d_model), dtype)
+        x = constrain(x, ("batch", "activation_length", "activation_embed"))
+        cos, sin = rope_angles(positions, inverse_frequencies(cfg), dtype)
+
+        if cache is None:
+            key_segments, key_positions = segment_ids, positions
+        else:
+            cache = cache.write_metadata(segment_ids, positions)
+            key_segments, key_positions = cache.segment_ids, cache.positions
+        global_mask = attention_mask(segment_ids, positions, key_segments, key_positions)
+        local_flags = cfg.local_layer_flags()
+        local_mask = None
+        if any(local_flags):
+            local_mask = attention_mask(
+                segment_ids, positions, key_segments, key_positions, cfg.sliding_window
+            )
+        index = None if cache is None else cache.index
+        graphdef, layer_state = nnx.split(self.layers)
+
+        def layer(x, per_layer):
+            state, is_local, kv = per_layer
+            mask = global_mask if local_mask is None else jnp.where(is_local, local_mask, global_mask)
+            return nnx.merge(graphdef, state)(x, cos, sin, mask, kv, index)
+
+        if cfg.remat != "none":
+            # CSE prevention is only needed outside scan (jax.checkpoint docs).
+            layer = jax.checkpoint(
+                layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers
+            )
+        per_layer = (layer_state, jnp.asarray(local_flags), None if cache is None else (cache.k, cache.v))
+        if cfg.scan_layers:
+            x, kv_all = jax.lax.scan(layer, x, per_layer)
+        else:
+            kv_all = per_layer[2]
+            for i in range(cfg.num_layers):
+                x, kv = layer(x, jax.tree.map(lambda a: a[i], per_layer))
+                if kv is not None:
+                    kv_all = tuple(stacked.at[i].set(one) for stacked, one in zip(kv_all, kv))
+
+        if cache is not None:
+            cache = dataclasses.replace(cache, k=kv_all[0], v=kv_all[1], index=cache.index + length)
+        return self.final_norm(x), cache
+
+    def project(self, h: jax.Array, vocab_start: int = 0, vocab_end: int | None = None) -> jax.Array:
+        """float32 logits [..., vocab_end - vocab_start] of LM-head rows [vocab_start, vocab_end).
+
+        Final soft-capping is applied; rows at or beyond ``vocab_size`` (padding) get a
+        large negative logit so they are never sampled.
+        """
+        cfg = self.config
+        vocab_end = cfg.padded_vocab_size if vocab_end is None else vocab_end
+        if not 0 <= vocab_start < vocab_end <= cfg.padded_vocab_size:
+            raise ValueError(
+                f"vocabulary slice [{vocab_start}, {vocab_end}) is outside [0, {cfg.padded_vocab_size})"
+            )
+        weight = self.lm_head_weight()[vocab_start:vocab_end].astype(h.dtype)
+        logits = jnp.einsum("...d,vd->...v", h, weight, preferred_element_type=jnp.float32)
+        if cfg.final_logit_softcap is not None:
+            logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap
+        if vocab_end > cfg.vocab_size:
+            rows = jnp.arange(vocab_start, vocab_end)
+            logits = jnp.where(rows < cfg.vocab_size, logits, MASKED_LOGIT)
+        if logits.ndim == 3:
+            logits = constrain(logits, ("batch", "activation_length", "activation_vocab"))
+        return logits
+
+
+def abstract_model(config: TransformerConfig) -> Transformer:
+    """The model with ShapeDtypeStruct parameters: nothing is allocated."""
+    return nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+
+
+def param_count(config: TransformerConfig, include_padding: bool = False) -> int:
+    """Number of parameters, computed abstractly; padded vocabulary rows excluded by default."""
+    state = nnx.state(abstract_model(config), nnx.Param)
+    total = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(state))
+    if not include_padding:
+        tables = 1 if config.tie_embeddings else 2
+        total -= tables * (config.padded_vocab_size - config.vocab_size) * config.d_model
+    return total
+
+
+def from_params(
+    config: TransformerConfig, params: dict[str, Any], mesh: jax.sharding.Mesh | None = None
+) -> Transformer:
+    """A model holding ``params`` (a nested dict shaped like ``nnx.state(model)``).
+
+    Arrays are cast to ``config.param_dtype``; with ``mesh`` they are placed with the
+    shardings from their logical axes. Raises ValueError on a missing, extra or
+    wrongly shaped entry.
+    """
+    graphdef, state = nnx.split(abstract_model(config))
+    expected = nnx.to_pure_dict(state)
+    _check_tree(expected, params, "")
+    dtype = jnp.dtype(config.param_dtype)
+
+    def place(value, sharding=None):
+        value = value.astype(dtype) if isinstance(value, jax.Array) else np.asarray(value, dtype)
+        return jnp.asarray(value) if sharding is None else jax.device_put(value, sharding)
+
+    if mesh is None:
+        values = jax.tree.map(place, params)
+    else:
+        values = jax.tree.map(place, params, nnx.to_pure_dict(state_shardings(state, mesh)))
+    nnx.replace_by_pure_dict(state, values)
+    return nnx.merge(graphdef, state)
+
+
+def _check_tree(expected: Any, actual: Any, where: str) -> None:
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            raise ValueError(f"params{where}: expected a dict, got {type(actual).__name__}")
+        missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
+        if missing or extra:
+            raise ValueError(f"params{where}: missing keys {missing}, unexpected keys {extra}")
+        for key in expected:
+            _check_tree(expected[key], actual[key], f"{where}.{key}")
+    elif tuple(np.shape(actual)) != tuple(expected.shape):
+        raise ValueError(f"params{where}: expected shape {tuple(expected.shape)}, got {np.shape(actual)}")
