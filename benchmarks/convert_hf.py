@@ -6,7 +6,9 @@ Writes a random checkpoint of the requested shape (float32 safetensors shards), 
 times reading it into host arrays, the full conversion to an Orbax checkpoint (with
 the 8192-code extension) and the export back. Peak memory is the process's resident
 high-water mark (VmHWM, reset before each step) above the resident size before it.
-Results go to benchmarks/results/convert_hf.json.
+A warm-up round trip of a tiny model first loads and initialises the jax, Orbax and
+TensorStore runtimes, a fixed cost unrelated to the model's size (reported as
+``runtime_init_mb``). Results go to benchmarks/results/convert_hf.json.
 """
 
 from __future__ import annotations
@@ -56,26 +58,40 @@ def _measure(fn):
 def _write_random_checkpoint(config: TransformerConfig, directory: str) -> int:
     rng = np.random.default_rng(0)
     mappings = hf_param_names(config)
-    sizes = [int(np.prod(m.hf_shape)) * 4 for m in mappings]
+    specs = [safetensors_io.TensorSpec(m.hf_name, m.hf_shape, np.dtype(np.float32)) for m in mappings]
     tensors = ((m.hf_name, rng.standard_normal(m.hf_shape, np.float32) * 0.02) for m in mappings)
-    safetensors_io.write_sharded(directory, tensors, sizes, _SHARD_MB.value * 1024**2)
+    safetensors_io.write_sharded(directory, specs, tensors, _SHARD_MB.value * 1024**2)
     with open(os.path.join(directory, hf.CONFIG_FILE), "w") as f:
         json.dump(hf.hf_config_dict(config, "float32"), f)
-    return sum(sizes)
+    return sum(spec.nbytes for spec in specs)
+
+
+def _config(d: int, layers: int, vocab: int) -> TransformerConfig:
+    return TransformerConfig(
+        family=_FAMILY.value, vocab_size=vocab, d_model=d, num_layers=layers,
+        num_heads=d // 64, num_kv_heads=max(1, d // 256), head_dim=64, mlp_dim=4 * d,
+        **FAMILY_DEFAULTS[_FAMILY.value],
+    )
+
+
+def _round_trip(root: str, name: str) -> None:
+    """HF directory ``root/name`` -> liquid_jax checkpoint -> HF directory."""
+    hf.convert_hf_to_liquid(os.path.join(root, name), os.path.join(root, f"{name}_ck"), progress=False)
+    hf.convert_liquid_to_hf(os.path.join(root, f"{name}_ck"), os.path.join(root, f"{name}_out"),
+                            progress=False)
 
 
 def main(argv):
     del argv
     d = _D_MODEL.value
-    config = TransformerConfig(
-        family=_FAMILY.value, vocab_size=_VOCAB.value, d_model=d, num_layers=_LAYERS.value,
-        num_heads=d // 64, num_kv_heads=max(1, d // 256), head_dim=64, mlp_dim=4 * d,
-        **FAMILY_DEFAULTS[_FAMILY.value],
-    )
+    config = _config(d, _LAYERS.value, _VOCAB.value)
     with tempfile.TemporaryDirectory() as root:
         src = os.path.join(root, "hf")
         os.makedirs(src)
         model_bytes = _write_random_checkpoint(config, src)
+        os.makedirs(os.path.join(root, "tiny"))
+        _write_random_checkpoint(_config(64, 1, 256), os.path.join(root, "tiny"))
+        _, _, init_peak = _measure(lambda: _round_trip(root, "tiny"))
         (_, params), read_s, read_peak = _measure(
             lambda: hf.load_hf_params(src, extend_image_codes=0, progress=False))
         del params
@@ -88,6 +104,7 @@ def main(argv):
         "benchmark": "convert_hf",
         "family": config.family, "d_model": d, "layers": config.num_layers, "vocab": config.vocab_size,
         "model_mb_float32": round(mb, 1),
+        "runtime_init_mb": round(init_peak / 1e6, 1),
         "read_seconds": round(read_s, 3), "read_mb_per_s": round(mb / read_s, 1),
         "read_peak_rss_over_model": round(read_peak / model_bytes, 3),
         "hf_to_liquid_seconds": round(convert_s, 3),

@@ -2,29 +2,35 @@
 
 Layout of a checkpoint directory::
 
-    <directory>/params/          Orbax PyTree checkpoint (nested dict of arrays)
-    <directory>/liquid_jax.json  {"kind": ..., "format_version": 1, "config": {...}, ...}
+    <directory>/liquid_jax.json  {"kind": ..., "format_version": 2, "config": {...}, ...}
+    <directory>/params/          Orbax checkpoint written by partial saves
+    <directory>/params/state/    its PyTree of parameters (nested dict of arrays)
 
-Writes are atomic: everything goes into a hidden sibling directory that is renamed
-to ``<directory>`` only after the last byte is written, so a failed save leaves
-nothing at the destination. Paths may be local or any ``etils.epath`` URL (gs://).
+Parameters may be written in parts (``save_params_streaming``): each disjoint subtree
+is added to the Orbax checkpoint and released before the next one is produced, so
+host memory holds one part at a time. Writes are atomic: everything goes into a
+hidden sibling directory that is renamed to ``<directory>`` only after the last byte
+is written, so a failed save leaves nothing at the destination. Paths may be local or
+any ``etils.epath`` URL (gs://).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import orbax.checkpoint.experimental.v1 as ocp_v1
 from etils import epath
 from flax import nnx
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_FILE = "liquid_jax.json"
 PARAMS_DIR = "params"
+PYTREE_DIR = "state"  # where Orbax's partial save puts the PyTree inside PARAMS_DIR
 
 
 def _sync(name: str) -> None:
@@ -41,6 +47,13 @@ def to_pure_tree(tree: Any) -> Any:
     if isinstance(tree, (nnx.State, Mapping)):
         return {k: to_pure_tree(v) for k, v in tree.items()}
     return tree
+
+
+def nested(path: Sequence[str], leaf: Any) -> Any:
+    """``leaf`` inside nested dicts keyed by ``path`` (e.g. {"embed": {"embedding": leaf}})."""
+    for key in reversed(path):
+        leaf = {key: leaf}
+    return leaf
 
 
 def _temporary_sibling(directory: epath.Path) -> epath.Path:
@@ -98,20 +111,55 @@ def save_params(
     "vqgan"); ``format_version`` is added. ``extra_files`` maps names inside the
     checkpoint (e.g. "tokenizer/tokenizer.model") to files copied in.
     ``max_inflight_gb`` bounds the bytes Orbax copies to the host and buffers for
-    writing at once (host memory on top of ``params``; jax.Array leaves only, numpy
-    leaves are copied whole); None uses Orbax's defaults. Every process of a multi-host job must call this with its shards of
-    the same global arrays.
+    writing at once (jax.Array leaves; a numpy leaf is buffered whole); None uses
+    Orbax's defaults. Every process of a multi-host job must call this with its
+    shards of the same global arrays.
+    """
+    save_params_streaming(directory, [params], metadata, overwrite=overwrite,
+                          extra_files=extra_files, max_inflight_gb=max_inflight_gb)
+
+
+def _orbax_context(max_inflight_gb: float | None) -> ocp_v1.Context:
+    limit = None if max_inflight_gb is None else int(max_inflight_gb * 1024**3)
+    context = ocp_v1.Context()
+    context.memory_options.write_concurrent_bytes = limit
+    context.memory_options.transfer_concurrent_bytes = limit
+    # Weights barely compress, and zstd's buffers would double the host memory of a save.
+    context.array_options.saving.use_compression = False
+    return context
+
+
+def save_params_streaming(
+    directory: str | epath.PathLike,
+    parts: Iterable[Any],
+    metadata: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    extra_files: Mapping[str, str | epath.PathLike] | None = None,
+    max_inflight_gb: float | None = None,
+) -> None:
+    """``save_params`` with the parameters given as disjoint subtrees, written one by one.
+
+    Each part (a nested dict of arrays) is written and released before the next is
+    drawn from ``parts``, so a generator producing parts keeps host memory near one
+    part plus Orbax's write buffer of about its size. Parts must not share leaves;
+    an exception from ``parts`` aborts the save and leaves nothing behind.
     """
     if "kind" not in metadata:
         raise ValueError(f"checkpoint metadata for {directory} needs a 'kind' entry")
     card = {**metadata, "format_version": FORMAT_VERSION}
     text = json.dumps(card, indent=2, sort_keys=True)  # fail before writing anything
-    with atomic_directory(directory, overwrite=overwrite) as tmp:
-        handler = ocp.PyTreeCheckpointHandler(
-            save_concurrent_gb=max_inflight_gb, save_device_host_concurrent_gb=max_inflight_gb
-        )
-        with ocp.Checkpointer(handler) as checkpointer:
-            checkpointer.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(to_pure_tree(params)))
+    with atomic_directory(directory, overwrite=overwrite) as tmp, _orbax_context(max_inflight_gb):
+        written = False
+        for part in parts:
+            part = to_pure_tree(part)
+            if jax.tree.leaves(part):
+                ocp_v1.partial.save(tmp / PARAMS_DIR, part)
+                written = True
+            del part  # drop it before the next part is produced
+        if not written:
+            raise ValueError(f"no parameters to save in {directory}")
+        ocp_v1.partial.finalize(tmp / PARAMS_DIR)
         if jax.process_index() == 0:
             for name, source in (extra_files or {}).items():
                 target = tmp / name
@@ -135,12 +183,21 @@ def read_metadata(directory: str | epath.PathLike) -> dict[str, Any]:
     return card
 
 
+def _pytree(directory: str | epath.PathLike) -> epath.Path:
+    return epath.Path(directory) / PARAMS_DIR / PYTREE_DIR
+
+
+def _restore_pytree(directory: str | epath.PathLike, args: ocp.args.PyTreeRestore) -> Any:
+    with contextlib.closing(ocp.PyTreeCheckpointHandler()) as handler:
+        return handler.restore(_pytree(directory), args=args)
+
+
 def stored_shapes(directory: str | epath.PathLike) -> dict[str, Any]:
     """Nested dict of jax.ShapeDtypeStruct (no sharding) describing the stored arrays."""
-    meta = ocp.PyTreeCheckpointer().metadata(epath.Path(directory) / PARAMS_DIR)
+    with contextlib.closing(ocp.PyTreeCheckpointHandler()) as handler:
+        meta = handler.metadata(_pytree(directory))
     return jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)),
-        to_pure_tree(meta.item_metadata.tree),
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)), to_pure_tree(meta.tree)
     )
 
 
@@ -166,6 +223,21 @@ def _check_against_stored(directory: epath.Path, stored: Any, wanted: Any) -> No
             )
 
 
+def load_param(directory: str | epath.PathLike, path: Sequence[str]) -> np.ndarray:
+    """One stored array (``path``: its keys, e.g. ("embed", "embedding")) as a host
+    numpy array with its stored dtype; only that array is read."""
+    stored: Any = stored_shapes(directory)
+    for key in path:
+        stored = stored.get(key) if isinstance(stored, dict) else None
+    if not isinstance(stored, jax.ShapeDtypeStruct):
+        raise KeyError(f"checkpoint {directory} has no tensor {'/'.join(path)!r}")
+    item = nested(path, ocp.RestoreArgs(restore_type=np.ndarray))
+    tree = _restore_pytree(directory, ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True))
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
 def load_params(
     directory: str | epath.PathLike,
     abstract: Any = None,
@@ -185,14 +257,10 @@ def load_params(
     """
     directory = epath.Path(directory)
     metadata = read_metadata(directory)
-    path = directory / PARAMS_DIR
     stored = stored_shapes(directory)
     if abstract is None and shardings is None:
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
-        params = ocp.PyTreeCheckpointer().restore(
-            path, args=ocp.args.PyTreeRestore(restore_args=restore_args)
-        )
-        return params, metadata
+        return _restore_pytree(directory, ocp.args.PyTreeRestore(restore_args=restore_args)), metadata
 
     target = to_pure_tree(abstract) if abstract is not None else stored
     _check_against_stored(directory, stored, target)
@@ -202,11 +270,10 @@ def load_params(
             lambda t, s: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=s), target, shardings
         )
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(
-        lambda t: t if getattr(t, "sharding", None) is not None
-        else jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=device),
+    restore_args = jax.tree.map(
+        lambda t: ocp.ArrayRestoreArgs(
+            sharding=getattr(t, "sharding", None) or device, global_shape=t.shape, dtype=t.dtype),
         target,
     )
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(path, target)
+    params = _restore_pytree(directory, ocp.args.PyTreeRestore(item=target, restore_args=restore_args))
     return params, metadata

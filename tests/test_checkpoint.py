@@ -26,7 +26,7 @@ def test_round_trip_numpy(tmp_path):
     tree = _tree()
     checkpoint.save_params(tmp_path / "ck", tree, {"kind": "transformer", "config": {"a": 1}})
     params, meta = checkpoint.load_params(tmp_path / "ck")
-    assert meta == {"kind": "transformer", "config": {"a": 1}, "format_version": 1}
+    assert meta == {"kind": "transformer", "config": {"a": 1}, "format_version": checkpoint.FORMAT_VERSION}
     assert json.loads((tmp_path / "ck" / "liquid_jax.json").read_text())["kind"] == "transformer"
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(tree)):
         assert isinstance(got, np.ndarray) and got.dtype == want.dtype
@@ -122,3 +122,34 @@ def test_extra_files_are_part_of_the_atomic_write(tmp_path):
         checkpoint.save_params(tmp_path / "ck2", _tree(), {"kind": "test"},
                                extra_files={"missing.model": tmp_path / "missing.model"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "tokenizer.json"]
+
+
+def test_streaming_save_writes_one_orbax_checkpoint(tmp_path):
+    tree = _tree()
+    parts = [{"layers": {"w": tree["layers"]["w"]}}, {"embed": tree["embed"]}, {"count": tree["count"]}]
+    checkpoint.save_params_streaming(tmp_path / "ck", iter(parts), {"kind": "test"})
+    assert (tmp_path / "ck" / checkpoint.PARAMS_DIR / checkpoint.PYTREE_DIR / "_METADATA").is_file()
+    params, _ = checkpoint.load_params(tmp_path / "ck")
+    assert jax.tree.structure(params) == jax.tree.structure(tree)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(tree)):
+        np.testing.assert_array_equal(got, want)
+    w = checkpoint.load_param(tmp_path / "ck", ("layers", "w"))
+    assert isinstance(w, np.ndarray) and w.dtype == np.float32
+    np.testing.assert_array_equal(w, tree["layers"]["w"])
+    with pytest.raises(KeyError, match="layers/missing"):
+        checkpoint.load_param(tmp_path / "ck", ("layers", "missing"))
+
+
+def test_failed_streaming_save_leaves_nothing(tmp_path):
+    def parts():
+        yield {"a": np.ones(4, np.float32)}
+        raise ValueError("tensor 'b' is corrupt")
+
+    with pytest.raises(ValueError, match="tensor 'b'"):
+        checkpoint.save_params_streaming(tmp_path / "ck", parts(), {"kind": "test"})
+    with pytest.raises(Exception):  # the same leaf twice
+        checkpoint.save_params_streaming(
+            tmp_path / "ck", [{"a": np.ones(2)}, {"a": np.zeros(2)}], {"kind": "test"})
+    with pytest.raises(ValueError, match="no parameters"):
+        checkpoint.save_params_streaming(tmp_path / "ck", [], {"kind": "test"})
+    assert list(tmp_path.iterdir()) == []

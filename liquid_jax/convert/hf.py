@@ -1,8 +1,12 @@
 """Hugging Face model directories <-> liquid_jax parameters and checkpoints.
 
-Reading streams one safetensors tensor at a time into the output tree (host memory
-stays near one copy of the model in the target dtype) and can place every tensor
-directly on a device mesh. Vocabulary extension by image codes happens on the fly.
+Conversion streams. Reading goes parameter by parameter: the Hugging Face tensors of
+one of our parameters (one per layer for a stacked layer parameter) are read one at
+a time into a preallocated array, which is written to the Orbax checkpoint and
+released before the next parameter is read. Export restores one parameter at a time
+and writes its tensors straight into safetensors shards. Host memory stays well
+under one copy of the model in the target dtype. Vocabulary extension by image codes
+happens on the fly.
 
 Liquid checkpoints are recognised and never extended twice: a ``num_image_codes``
 entry in config.json (written by our exporter) is authoritative; without it a model
@@ -18,10 +22,11 @@ from the tokenizer by name (``default_special_tokens``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -31,7 +36,7 @@ from tqdm.auto import tqdm
 
 from liquid_jax import checkpoint
 from liquid_jax.convert import safetensors_io
-from liquid_jax.convert.hf_mapping import config_from_hf, config_to_hf, hf_param_names, params_from_hf, params_to_hf
+from liquid_jax.convert.hf_mapping import TensorMapping, config_from_hf, config_to_hf, hf_param_names, tensor_from_hf, tensor_to_hf
 from liquid_jax.model.config import SpecialTokens, TransformerConfig
 from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES, extended_table
 from liquid_jax.model.transformer import abstract_model
@@ -47,9 +52,6 @@ CHECKPOINT_KIND = "transformer"
 DTYPES = ("float32", "bfloat16")
 # Gemma's text vocabulary; 264192 = this + 8192 is the released Liquid_V1_7B.
 GEMMA_TEXT_VOCAB = 256_000
-# Orbax's in-flight host buffers during conversion: host memory stays near the model's
-# own size plus this (Orbax's defaults would allow a second copy).
-SAVE_INFLIGHT_GB = 0.25
 # Tensors transformers may store that carry no weights.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -132,6 +134,33 @@ def _table_names(config: TransformerConfig) -> set[str]:
     return {m.hf_name for m in hf_param_names(config) if m.kind == "table"}
 
 
+def _by_param(config: TransformerConfig) -> dict[tuple[str, ...], list[TensorMapping]]:
+    """The Hugging Face tensors of each of our parameters, parameters in order of first use."""
+    groups: dict[tuple[str, ...], list[TensorMapping]] = {}
+    for m in hf_param_names(config):
+        groups.setdefault(m.path, []).append(m)
+    return groups
+
+
+def _param_from_hf(
+    config: TransformerConfig, group: list[TensorMapping], get_tensor: Callable[[str], np.ndarray]
+) -> np.ndarray:
+    """One of our parameters from its Hugging Face tensors, read one at a time; a layer
+    parameter is filled into a preallocated [num_layers, ...] array."""
+    stacked = None
+    for m in group:
+        tensor = get_tensor(m.hf_name)
+        if tensor.shape != m.hf_shape:
+            raise ValueError(f"tensor {m.hf_name!r}: expected shape {m.hf_shape}, got {tensor.shape}")
+        value = tensor_from_hf(config, m, tensor)
+        if m.layer is None:
+            return value
+        if stacked is None:
+            stacked = np.empty((config.num_layers, *value.shape), value.dtype)
+        stacked[m.layer] = value
+    return stacked
+
+
 def _put_leaves(tree: dict[str, Any], put: Callable[[tuple[str, ...], Any], jax.Array],
                 path: tuple[str, ...] = ()) -> None:
     """Replaces every leaf by ``put(path, leaf)`` in place, dropping each host array as
@@ -158,6 +187,64 @@ def place_on_mesh(config: TransformerConfig, params: dict[str, Any], mesh: jax.s
     return params
 
 
+def _target_configs(
+    directory: str, tokenizer: TextTokenizer | None, *, dtype: str, extend_image_codes: int,
+    vocab_pad_multiple: int,
+) -> tuple[TransformerConfig, TransformerConfig]:
+    """(config as stored, config after vocabulary extension) of a Hugging Face directory."""
+    hf_config = read_hf_config(directory)
+    try:
+        stored = hf_to_config(hf_config, tokenizer, dtype=dtype, vocab_pad_multiple=vocab_pad_multiple)
+    except (KeyError, ValueError) as e:
+        raise ConversionError(f"{os.path.join(directory, CONFIG_FILE)}: {e}") from e
+    if extend_image_codes and not stored.num_image_codes:
+        return stored, stored.replace(vocab_size=stored.vocab_size + extend_image_codes,
+                                      num_image_codes=extend_image_codes)
+    return stored, stored
+
+
+def _read_hf_params(
+    directory: str, stored: TransformerConfig, config: TransformerConfig, *, progress: bool
+) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
+    """Yields (path, array) for each of our parameters in ``config.param_dtype``, reading
+    one Hugging Face tensor at a time; errors name the file and the tensor."""
+    tables = _table_names(config)
+    target_dtype = np.dtype(jax.numpy.dtype(config.param_dtype))
+    mappings = hf_param_names(config)
+    reader = safetensors_io.SafetensorsReader(directory)
+    current = {"name": None}
+    with tqdm(
+        total=len(mappings), desc=f"reading {os.path.basename(directory.rstrip('/'))}",
+        unit="tensor", disable=not progress,
+    ) as bar:
+        def get_tensor(name: str) -> np.ndarray:
+            current["name"] = name
+            tensor = reader.get_tensor(name)
+            if name in tables and config.vocab_size != stored.vocab_size:
+                if tensor.shape[0] != stored.vocab_size:
+                    raise ValueError(f"tensor {name!r}: expected {stored.vocab_size} rows, got {tensor.shape}")
+                new_rows = config.vocab_size - stored.vocab_size
+                tensor = extended_table(tensor, stored.vocab_size, new_rows, config.vocab_size)
+            bar.update(1)
+            return tensor.astype(target_dtype, copy=False)
+
+        for path, group in _by_param(config).items():
+            try:
+                value = _param_from_hf(config, group, get_tensor)
+            except (KeyError, ValueError) as e:
+                name = current["name"]
+                where = os.path.join(directory, reader.file_of(name)) if name in reader.names() else directory
+                message = e.args[0] if e.args else str(e)
+                raise ConversionError(f"{where}: {message}") from e
+            yield path, value
+            del value  # released before the next parameter is read
+    unused = sorted(set(reader.names()) - {m.hf_name for m in mappings})
+    unused = [n for n in unused if not n.endswith(_IGNORED_SUFFIXES)]
+    if unused:
+        logging.warning("%s: ignoring %d tensors not used by %s: %s", directory, len(unused),
+                        config.family, unused[:10])
+
+
 def load_hf_params(
     directory: str | os.PathLike,
     *,
@@ -175,50 +262,16 @@ def load_hf_params(
     host numpy arrays in ``dtype``, or jax arrays sharded on ``mesh``.
     """
     directory = os.fspath(directory)
-    hf_config = read_hf_config(directory)
     if tokenizer is None:
         tokenizer = load_tokenizer_if_present(directory)
-    try:
-        stored = hf_to_config(hf_config, tokenizer, dtype=dtype, vocab_pad_multiple=vocab_pad_multiple)
-    except (KeyError, ValueError) as e:
-        raise ConversionError(f"{os.path.join(directory, CONFIG_FILE)}: {e}") from e
-    config = stored
-    if extend_image_codes and not stored.num_image_codes:
-        config = stored.replace(vocab_size=stored.vocab_size + extend_image_codes,
-                                num_image_codes=extend_image_codes)
-    tables = _table_names(config)
-    target_dtype = np.dtype(jax.numpy.dtype(dtype))
-    mappings = hf_param_names(config)
-    current = {"name": None}
-
-    reader = safetensors_io.SafetensorsReader(directory)
-    with tqdm(
-        total=len(mappings), desc=f"reading {os.path.basename(directory.rstrip('/'))}",
-        unit="tensor", disable=not progress,
-    ) as bar:
-        def get_tensor(name: str) -> np.ndarray:
-            current["name"] = name
-            tensor = reader.get_tensor(name)
-            if name in tables and config.vocab_size != stored.vocab_size:
-                if tensor.shape[0] != stored.vocab_size:
-                    raise ValueError(f"tensor {name!r}: expected {stored.vocab_size} rows, got {tensor.shape}")
-                new_rows = config.vocab_size - stored.vocab_size
-                tensor = extended_table(tensor, stored.vocab_size, new_rows, config.vocab_size)
-            bar.update(1)
-            return tensor.astype(target_dtype, copy=False)
-
-        try:
-            params = params_from_hf(config, get_tensor)
-        except (KeyError, ValueError) as e:
-            name = current["name"]
-            where = os.path.join(directory, reader.file_of(name)) if name in reader.names() else directory
-            message = e.args[0] if e.args else str(e)
-            raise ConversionError(f"{where}: {message}") from e
-        unused = sorted(set(reader.names()) - {m.hf_name for m in mappings})
-        unused = [n for n in unused if not n.endswith(_IGNORED_SUFFIXES)]
-        if unused:
-            logging.warning("%s: ignoring %d tensors not used by %s: %s", directory, len(unused),
-                            config.family, unused[:10])
+    stored, config = _target_configs(directory, tokenizer, dtype=dtype, extend_image_codes=extend_image_codes,
+                                     vocab_pad_multiple=vocab_pad_multiple)
+    params: dict[str, Any] = {}
+    for path, value in _read_hf_params(directory, stored, config, progress=progress):
+        parent = params
+        for key in path[:-1]:
+            parent = parent.setdefault(key, {})
+        parent[path[-1]] = value
     if mesh is not None:
         params = place_on_mesh(config, params, mesh)
     return config, params
@@ -239,18 +292,22 @@ def convert_hf_to_liquid(
     vocab_pad_multiple: int = 1,
     progress: bool = True,
 ) -> TransformerConfig:
-    """Writes a liquid_jax checkpoint (Orbax params + card + tokenizer files)."""
+    """Writes a liquid_jax checkpoint (Orbax params + card + tokenizer files), reading
+    and writing one parameter at a time."""
     input_dir = os.fspath(input_dir)
-    config, params = load_hf_params(
-        input_dir, dtype=dtype, extend_image_codes=extend_image_codes,
-        vocab_pad_multiple=vocab_pad_multiple, progress=progress,
+    stored, config = _target_configs(
+        input_dir, load_tokenizer_if_present(input_dir), dtype=dtype,
+        extend_image_codes=extend_image_codes, vocab_pad_multiple=vocab_pad_multiple,
     )
-    # Orbax copies numpy leaves all at once but streams jax arrays under its byte limit.
-    _put_leaves(params, lambda _, value: jax.device_put(value))
+
+    def parts() -> Iterator[dict[str, Any]]:
+        for path, value in _read_hf_params(input_dir, stored, config, progress=progress):
+            yield checkpoint.nested(path, value)
+            del value  # released before the next parameter is read
+
     assets = {f"{TOKENIZER_SUBDIR}/{n}": p for n, p in _tokenizer_assets(input_dir).items()}
     metadata = {"kind": CHECKPOINT_KIND, "config": config.to_dict(), "source": "huggingface"}
-    checkpoint.save_params(output_dir, params, metadata, extra_files=assets,
-                           max_inflight_gb=SAVE_INFLIGHT_GB)
+    checkpoint.save_params_streaming(output_dir, parts(), metadata, extra_files=assets)
     return config
 
 
@@ -269,6 +326,50 @@ def hf_config_dict(config: TransformerConfig, dtype: str) -> dict[str, Any]:
     return hf
 
 
+def _write_hf_dir(
+    config: TransformerConfig,
+    read_param: Callable[[tuple[str, ...]], np.ndarray],
+    output_dir: str | os.PathLike,
+    *,
+    dtype: str | None,
+    tokenizer_dir: str | None,
+    max_shard_bytes: int,
+    overwrite: bool,
+    progress: bool,
+) -> None:
+    """Writes a Hugging Face directory, taking our parameters one at a time from
+    ``read_param(path)`` and streaming their tensors into safetensors shards."""
+    dtype = dtype or config.param_dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    target = np.dtype(jax.numpy.dtype(dtype))
+    groups = _by_param(config)
+    specs = [safetensors_io.TensorSpec(m.hf_name, m.hf_shape, target) for g in groups.values() for m in g]
+    tokens = config.special_tokens
+    generation = {"bos_token_id": tokens.bos, "eos_token_id": tokens.eos, "pad_token_id": tokens.pad}
+
+    def tensors(bar: tqdm) -> Iterator[tuple[str, np.ndarray]]:
+        for path, group in groups.items():
+            value = np.asarray(read_param(path))
+            for m in group:
+                bar.update(1)
+                yield m.hf_name, tensor_to_hf(config, m, value if m.layer is None else value[m.layer]).astype(
+                    target, copy=False)
+            del value  # released before the next parameter is read
+
+    with checkpoint.atomic_directory(output_dir, overwrite=overwrite) as tmp, tqdm(
+        total=len(specs), desc="writing safetensors", unit="tensor", disable=not progress
+    ) as bar:
+        tmp = os.fspath(tmp)
+        safetensors_io.write_sharded(tmp, specs, tensors(bar), max_shard_bytes)
+        with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
+            json.dump(hf_config_dict(config, dtype), f, indent=2, sort_keys=True)
+        with open(os.path.join(tmp, GENERATION_CONFIG_FILE), "w") as f:
+            json.dump(generation, f, indent=2, sort_keys=True)
+        for name, source in _tokenizer_assets(tokenizer_dir).items():
+            shutil.copyfile(source, os.path.join(tmp, name))
+
+
 def export_hf(
     config: TransformerConfig,
     params: dict[str, Any],
@@ -285,30 +386,14 @@ def export_hf(
     Padded vocabulary rows are dropped; ``dtype`` defaults to ``config.param_dtype``.
     Single-process: call it on one host with params it can read.
     """
-    dtype = dtype or config.param_dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    target = np.dtype(jax.numpy.dtype(dtype))
-    mappings = hf_param_names(config)
-    sizes = [int(np.prod(m.hf_shape)) * target.itemsize for m in mappings]
-    tokens = config.special_tokens
-    generation = {"bos_token_id": tokens.bos, "eos_token_id": tokens.eos, "pad_token_id": tokens.pad}
-    tensors = (
-        (name, tensor.astype(target, copy=False))
-        for name, tensor in tqdm(params_to_hf(config, params), total=len(mappings),
-                                 desc="writing safetensors", unit="tensor", disable=not progress)
+    def read_param(path: tuple[str, ...]) -> Any:
+        return functools.reduce(lambda tree, key: tree[key], path, params)
+
+    _write_hf_dir(
+        config, read_param, output_dir, dtype=dtype,
+        tokenizer_dir=None if tokenizer_dir is None else os.fspath(tokenizer_dir),
+        max_shard_bytes=max_shard_bytes, overwrite=overwrite, progress=progress,
     )
-    with checkpoint.atomic_directory(output_dir, overwrite=overwrite) as tmp:
-        tmp = os.fspath(tmp)
-        safetensors_io.write_sharded(tmp, tensors, sizes, max_shard_bytes)
-        with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-            json.dump(hf_config_dict(config, dtype), f, indent=2, sort_keys=True)
-        with open(os.path.join(tmp, GENERATION_CONFIG_FILE), "w") as f:
-            json.dump(generation, f, indent=2, sort_keys=True)
-        for name, source in _tokenizer_assets(
-            None if tokenizer_dir is None else os.fspath(tokenizer_dir)
-        ).items():
-            shutil.copyfile(source, os.path.join(tmp, name))
 
 
 def convert_liquid_to_hf(
@@ -319,14 +404,14 @@ def convert_liquid_to_hf(
     max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES,
     progress: bool = True,
 ) -> TransformerConfig:
-    """A liquid_jax checkpoint -> a Hugging Face directory (tokenizer files included)."""
+    """A liquid_jax checkpoint -> a Hugging Face directory (tokenizer files included),
+    restoring one parameter at a time."""
     metadata = checkpoint.read_metadata(input_dir)
     config = config_from_metadata(metadata, input_dir)
-    params, _ = checkpoint.load_params(input_dir)
     tokenizer_dir = os.path.join(os.fspath(input_dir), TOKENIZER_SUBDIR)
-    export_hf(
-        config, params, output_dir, dtype=dtype,
+    _write_hf_dir(
+        config, functools.partial(checkpoint.load_param, input_dir), output_dir, dtype=dtype,
         tokenizer_dir=tokenizer_dir if os.path.isdir(tokenizer_dir) else None,
-        max_shard_bytes=max_shard_bytes, progress=progress,
+        max_shard_bytes=max_shard_bytes, overwrite=False, progress=progress,
     )
     return config

@@ -269,7 +269,7 @@ def params_from_hf(config: TransformerConfig, get_tensor: Callable[[str], np.nda
             raise KeyError(f"checkpoint has no tensor {m.hf_name!r} (needed for {needed})") from None
         if tensor.shape != m.hf_shape:
             raise ValueError(f"tensor {m.hf_name!r}: expected shape {m.hf_shape}, got {tensor.shape}")
-        value = _to_ours(config, m, tensor)
+        value = tensor_from_hf(config, m, tensor)
         parent = params
         for key in m.path[:-1]:
             parent = parent.setdefault(key, {})
@@ -290,10 +290,11 @@ def params_to_hf(config: TransformerConfig, params: dict[str, Any]) -> Iterator[
             value = value[key]
         if m.layer is not None:
             value = value[m.layer]
-        yield m.hf_name, _to_hf(config, m, np.asarray(value))
+        yield m.hf_name, tensor_to_hf(config, m, np.asarray(value))
 
 
-def _to_ours(config: TransformerConfig, m: TensorMapping, t: np.ndarray) -> np.ndarray:
+def tensor_from_hf(config: TransformerConfig, m: TensorMapping, t: np.ndarray) -> np.ndarray:
+    """One Hugging Face tensor (a single layer's, for stacked parameters) in our layout."""
     if m.kind == "table":
         pad = config.padded_vocab_size - config.vocab_size
         return np.concatenate([t, np.zeros((pad, t.shape[1]), t.dtype)]) if pad else t
@@ -308,7 +309,8 @@ def _to_ours(config: TransformerConfig, m: TensorMapping, t: np.ndarray) -> np.n
     return t
 
 
-def _to_hf(config: TransformerConfig, m: TensorMapping, v: np.ndarray) -> np.ndarray:
+def tensor_to_hf(config: TransformerConfig, m: TensorMapping, v: np.ndarray) -> np.ndarray:
+    """One parameter (a single layer's slice, for stacked ones) in Hugging Face's layout."""
     if m.kind == "table":
         out = v[: config.vocab_size]
     elif m.kind == "in_proj":

@@ -1,26 +1,35 @@
 """Streaming access to Hugging Face safetensors checkpoints (one or many shards).
 
 Reading opens each shard lazily with ``safetensors.safe_open`` and returns one tensor
-at a time; errors name the shard file and the tensor. Writing accumulates tensors
-up to ``max_shard_bytes`` per shard and writes ``model.safetensors.index.json`` when
-there is more than one shard, as ``transformers.save_pretrained`` does.
+at a time; errors name the shard file and the tensor. Writing streams: the tensors'
+names, shapes and dtypes are known up front, so each shard's header is written first
+and every tensor goes to disk as it arrives (no shard is buffered in memory). Shards
+hold up to ``max_shard_bytes`` and ``model.safetensors.index.json`` is written when
+there is more than one, as ``transformers.save_pretrained`` does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-from typing import Iterable
+import struct
+from typing import BinaryIO, Iterable, Sequence
 
+import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 SHARD_PATTERN = "model-{index:05d}-of-{total:05d}.safetensors"
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
+_DTYPE_NAMES = {
+    np.dtype(np.float32): "F32", np.dtype(ml_dtypes.bfloat16): "BF16", np.dtype(np.float16): "F16",
+    np.dtype(np.float64): "F64", np.dtype(np.int64): "I64", np.dtype(np.int32): "I32",
+    np.dtype(np.int16): "I16", np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL",
+}
 
 
 class CheckpointReadError(ValueError):
@@ -91,6 +100,19 @@ class SafetensorsReader:
                 raise CheckpointReadError(f"{path}: cannot read tensor {name!r}: {e}") from e
 
 
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of a tensor to be written."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
 def _plan_shards(sizes: list[int], max_shard_bytes: int) -> list[int]:
     """Shard number of each tensor, filling shards in order up to ``max_shard_bytes``."""
     shard, used, out = 0, 0, []
@@ -102,45 +124,65 @@ def _plan_shards(sizes: list[int], max_shard_bytes: int) -> list[int]:
     return out
 
 
+def _write_header(f: BinaryIO, specs: Sequence[TensorSpec]) -> None:
+    """The safetensors header of ``specs`` (data in this order), padded to 8 bytes."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for spec in specs:
+        dtype = np.dtype(spec.dtype)
+        if dtype not in _DTYPE_NAMES:
+            raise ValueError(f"tensor {spec.name!r}: dtype {dtype} cannot be stored in safetensors")
+        header[spec.name] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(spec.shape),
+                             "data_offsets": [offset, offset + spec.nbytes]}
+        offset += spec.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    f.write(struct.pack("<Q", len(text)))
+    f.write(text)
+
+
 def write_sharded(
     directory: str | os.PathLike,
+    specs: Sequence[TensorSpec],
     tensors: Iterable[tuple[str, np.ndarray]],
-    sizes: list[int],
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
 ) -> list[str]:
     """Writes ``(name, array)`` pairs as safetensors shards; returns the files written.
 
-    ``sizes`` (bytes per tensor, in iteration order) fixes the shard layout up front, so
-    shard files get their final ``-of-N`` names while only one shard is held in memory.
+    ``specs`` describes the tensors in iteration order; it fixes the shard layout and
+    headers up front, so every array is written as soon as it arrives and shard files
+    get their final ``-of-N`` names. A tensor that differs from its spec raises.
     """
     directory = os.fspath(directory)
-    plan = _plan_shards(sizes, max_shard_bytes)
-    total = (plan[-1] + 1) if plan else 1
+    if not specs:
+        raise ValueError(f"write_sharded: no tensors to write to {directory}")
+    plan = _plan_shards([spec.nbytes for spec in specs], max_shard_bytes)
+    total = plan[-1] + 1
     names = [SINGLE_FILE] if total == 1 else [
         SHARD_PATTERN.format(index=i + 1, total=total) for i in range(total)
     ]
-    weight_map: dict[str, str] = {}
-    pending: dict[str, np.ndarray] = {}
-    current = 0
-
-    def flush() -> None:
-        save_file(pending, os.path.join(directory, names[current]), metadata={"format": "pt"})
-        pending.clear()
-
     count = 0
-    for (name, array), shard in zip(tensors, plan):
-        if shard != current:
-            flush()
-            current = shard
-        pending[name] = np.ascontiguousarray(array)
-        weight_map[name] = names[shard]
-        count += 1
-    if count != len(plan):
-        raise ValueError(f"write_sharded: {len(plan)} sizes given for {count} tensors")
-    flush()
+    with contextlib.ExitStack() as stack:
+        for name, array in tensors:
+            if count == len(specs):
+                raise ValueError(f"write_sharded: more tensors than the {len(specs)} specs given")
+            spec, shard = specs[count], plan[count]
+            array = np.ascontiguousarray(array)
+            if (name, array.shape, array.dtype) != (spec.name, tuple(spec.shape), np.dtype(spec.dtype)):
+                raise ValueError(f"write_sharded: got tensor {name!r} {array.shape} {array.dtype}, "
+                                 f"expected {spec.name!r} {tuple(spec.shape)} {np.dtype(spec.dtype)}")
+            if count == 0 or shard != plan[count - 1]:
+                stack.close()
+                f = stack.enter_context(open(os.path.join(directory, names[shard]), "wb"))
+                _write_header(f, [s for s, n in zip(specs, plan) if n == shard])
+            f.write(array.reshape(-1).view(np.uint8))
+            count += 1
+            del array  # keep no tensor alive while the next one is produced
+    if count != len(specs):
+        raise ValueError(f"write_sharded: {len(specs)} specs given for {count} tensors")
     if total > 1:
-        index = {"metadata": {"total_size": int(sum(sizes))}, "weight_map": weight_map}
-        with open(os.path.join(directory, INDEX_FILE), "w") as f:
-            json.dump(index, f, indent=2, sort_keys=True)
+        weight_map = {spec.name: names[shard] for spec, shard in zip(specs, plan)}
+        index = {"metadata": {"total_size": sum(spec.nbytes for spec in specs)}, "weight_map": weight_map}
+        with open(os.path.join(directory, INDEX_FILE), "w") as out:
+            json.dump(index, out, indent=2, sort_keys=True)
     return names
-
