@@ -1,0 +1,175 @@
+"""Training run configs: defaults for every section, base-model loading, override checks.
+
+A run config (``configs/*_liquid.py``) is ``train_config(model)`` with a few fields
+changed. Sections: ``model`` (TransformerConfig fields), ``tokenizer`` (file or Hugging
+Face directory), ``data`` (``liquid_jax.data.pipeline``), ``mesh``, ``optimizer``,
+``train``, ``checkpoint`` and ``init``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import re
+import sys
+from typing import Sequence
+
+import ml_collections
+from absl import app
+
+from liquid_jax.data import pipeline
+
+INIT_KINDS = ("scratch", "checkpoint", "hf")
+NAN_POLICIES = ("stop", "skip")
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` (or ``get_config()``) of an ml_collections config file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise AttributeError(f"config file {path} has no get_config()")
+    return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def base_model(config_file: str, relative_to: str) -> ml_collections.ConfigDict:
+    """The ``model`` section of a sibling config file (e.g. ``gemma_7b.py``)."""
+    return load_config_file(os.path.join(os.path.dirname(relative_to), config_file)).model
+
+
+def train_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A complete run config around ``model`` with the paper's optimiser defaults."""
+    config = ml_collections.ConfigDict()
+    config.model = model
+    config.model.dtype = "bfloat16"  # compute; params and optimizer state stay float32
+    config.model.param_dtype = "float32"
+    config.tokenizer = ""  # .model / tokenizer.json file or a Hugging Face directory
+
+    data = pipeline.default_config().to_dict()
+    # A tuple so `--config.data.sources='({"path": ..., "kind": "text"}, ...)'` can set it;
+    # entries: {"name", "path", "kind": "text" | "image", "weight"}.
+    data["sources"] = ()
+    config.data = ml_collections.ConfigDict(data)
+
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+    config.optimizer = ml_collections.ConfigDict(
+        dict(
+            learning_rate=2e-5,
+            schedule="cosine",  # cosine | constant (the paper's scaling runs)
+            warmup_fraction=0.03,
+            warmup_steps=-1,  # >= 0 overrides warmup_fraction
+            end_lr_fraction=0.0,
+            weight_decay=0.0,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip_norm=1.0,
+        )
+    )
+    config.train = ml_collections.ConfigDict(
+        dict(
+            steps=1000,
+            seed=0,
+            grad_accum_steps=1,
+            z_loss=0.0,  # coefficient of logsumexp(logits)^2
+            loss_chunk_size=32768,  # vocabulary rows per cross-entropy chunk; 0 = all
+            nan_policy="stop",  # stop | skip
+            log_every=1,
+            peak_flops_per_device=0.0,  # 0: look up the device kind
+        )
+    )
+    config.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, use_async=True))
+    # scratch | checkpoint (a liquid_jax checkpoint, e.g. `liquid-jax convert hf` output)
+    # | hf (a Hugging Face directory, converted and vocabulary-extended on the fly)
+    config.init = ml_collections.ConfigDict(dict(kind="scratch", path=""))
+    return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the key of the first invalid setting."""
+    if config.init.kind not in INIT_KINDS:
+        raise ValueError(f"init.kind {config.init.kind!r}; expected one of {INIT_KINDS}")
+    if config.init.kind != "scratch" and not config.init.path:
+        raise ValueError(f"init.kind={config.init.kind!r} needs init.path")
+    if config.train.nan_policy not in NAN_POLICIES:
+        raise ValueError(f"train.nan_policy {config.train.nan_policy!r}; expected one of {NAN_POLICIES}")
+    if config.train.steps <= 0:
+        raise ValueError(f"train.steps must be positive, got {config.train.steps}")
+    if config.train.grad_accum_steps < 1:
+        raise ValueError(f"train.grad_accum_steps must be >= 1, got {config.train.grad_accum_steps}")
+
+
+_OVERRIDE = re.compile(r"^--?(?P<flag>[A-Za-z_]\w*)\.(?P<key>[\w.]+)(=|$)")
+
+
+def unknown_override(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+    """An error message if ``dotted`` (e.g. ``train.grad_acum``) is not a config key."""
+    node, walked = config, []
+    for part in dotted.split("."):
+        keys = list(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node, walked = node[int(part)], walked + [part]
+            continue
+        if part not in keys:
+            where = ".".join(walked) or "the config"
+            near = difflib.get_close_matches(part, keys, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(near)}?" if near else f"valid keys: {', '.join(sorted(keys))}"
+            return f"unknown config key {dotted!r}: {where} has no {part!r}; {hint}"
+        node, walked = node[part], walked + [part]
+    return None
+
+
+def check_overrides(argv: Sequence[str], flag: str = "config") -> None:
+    """Checks every ``--config.a.b=value`` of ``argv`` against the config file named by
+    ``--config``; raises ValueError naming the nearest valid keys."""
+    path = None
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{flag}="):
+            path = arg.split("=", 1)[1]
+        elif arg == f"--{flag}" and i + 1 < len(argv):
+            path = argv[i + 1]
+    if not path:
+        return
+    file, _, arg = path.partition(":")
+    config = load_config_file(file, arg or None)
+    for arg in argv:
+        match = _OVERRIDE.match(arg)
+        if match and match["flag"] == flag:
+            message = unknown_override(config, match["key"])
+            if message:
+                raise ValueError(message)
+
+
+def scaling_run_config(base_file: str, relative_to: str, large: bool) -> ml_collections.ConfigDict:
+    """The paper's scaling runs (Gemma-2 2B/9B/27B, Llama-3.2 1B): mixed text + image
+    data, batch 512 x 2048, constant lr 2e-5; ``large`` (7B+) clips at 0.5 and adds z-loss."""
+    config = train_config(base_model(base_file, relative_to))
+    config.model.remat = "full"
+    config.model.scan_layers = True
+    config.mesh.data, config.mesh.fsdp = 1, -1
+    config.data.seq_len = 2048
+    config.data.batch_size = 512
+    config.data.t2i_ratio = 0.8
+    config.optimizer.schedule = "constant"
+    config.optimizer.grad_clip_norm = 0.5 if large else 1.0
+    config.train.z_loss = 1e-4 if large else 0.0
+    config.train.steps = 60_000
+    config.train.loss_chunk_size = 16_384
+    config.init.kind = "checkpoint"  # a `liquid-jax convert hf` output of the base model
+    return config
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing for commands taking ``--config``: unknown ``--config.*`` keys
+    exit with a message naming the nearest valid keys instead of a traceback."""
+    try:
+        check_overrides(argv)
+    except (ValueError, FileNotFoundError, AttributeError) as e:
+        print(f"{argv[0]}: {e}", file=sys.stderr)
+        sys.exit(2)
+    return app.parse_flags_with_usage(argv)
