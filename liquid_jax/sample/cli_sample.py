@@ -1,0 +1,83 @@
+"""Flags and helpers shared by the ``liquid-jax sample ...`` subcommands.
+
+Each subcommand module calls ``define_flags`` at import with its own sampling defaults
+and then ``load_model`` / ``read_prompts`` in ``main``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(*, temperature: float, top_k: int, top_p: float) -> None:
+    """--checkpoint, --dtype, --mesh, --seed and the sampling filters."""
+    flags.DEFINE_string("checkpoint", None, "liquid_jax checkpoint or Hugging Face model directory.",
+                        required=True)
+    flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "Parameter and compute dtype.")
+    flags.DEFINE_list("mesh", None, "Mesh shape data,fsdp,tensor (one entry may be -1), e.g. "
+                      "-1,1,4 on a TPU slice; default: one device.")
+    flags.DEFINE_integer("seed", 0, "Random seed of the sampler.")
+    flags.DEFINE_float("temperature", temperature, "Softmax temperature (0: greedy).")
+    flags.DEFINE_integer("top_k", top_k, "Keep the k most likely tokens (0: all).")
+    flags.DEFINE_float("top_p", top_p, "Keep the smallest set with this total probability (1: all).")
+    flags.DEFINE_string("vqgan", None, "VQGAN checkpoint (liquid_jax, Chameleon vqgan.ckpt or HF).")
+
+
+def sampling_flags() -> dict[str, Any]:
+    return dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed)
+
+
+def _mesh():
+    if not FLAGS.mesh:
+        return None
+    from liquid_jax.sharding import make_mesh
+
+    try:
+        shape = [int(s) for s in FLAGS.mesh]
+    except ValueError:
+        raise SystemExit(f"--mesh must be integers data,fsdp,tensor; got {FLAGS.mesh}") from None
+    return make_mesh(shape)
+
+
+def load_model():
+    """The LiquidLM of --checkpoint (sharded when --mesh is given)."""
+    import liquid_jax
+
+    return liquid_jax.load(FLAGS.checkpoint, dtype=FLAGS.dtype, mesh=_mesh())
+
+
+def load_codec(required: bool):
+    """The ImageCodec of --vqgan, or None when it is not given and not ``required``."""
+    if FLAGS.vqgan is None:
+        if required:
+            raise SystemExit("--vqgan is required for this command")
+        return None
+    import liquid_jax
+
+    return liquid_jax.load_vqgan(FLAGS.vqgan)
+
+
+def define_prompt_flags() -> None:
+    """--prompt (repeatable) and --prompts_file."""
+    flags.DEFINE_multi_string("prompt", None, "Text prompt (repeatable).")
+    flags.DEFINE_string("prompts_file", None, "File with one prompt per line.")
+
+
+def reject_arguments(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {argv[1:]}")
+
+
+def read_prompts() -> list[str]:
+    """--prompt values plus the non-empty lines of --prompts_file."""
+    prompts = list(FLAGS.prompt or [])
+    if FLAGS.prompts_file:
+        with open(FLAGS.prompts_file, encoding="utf-8") as f:
+            prompts += [line.strip() for line in f if line.strip()]
+    if not prompts:
+        raise SystemExit("give at least one --prompt or a --prompts_file")
+    return prompts

@@ -1,0 +1,106 @@
+"""Text-to-image with classifier-free guidance, upstream's algorithm.
+
+Each prompt yields ``num_images`` conditional rows and as many unconditional rows in one
+batch. Per step only the image-code rows of the LM head are computed (which is the same
+as masking every text token), the guided logits ``u + cfg * (c - u)`` are filtered and
+sampled, and the chosen code is fed to both rows. Exactly ``h * w`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from liquid_jax.model.transformer import Transformer
+from liquid_jax.sample.decode_loop import generate_tokens
+from liquid_jax.sample.filters import SamplingParams
+from liquid_jax.sample.prompts import DEFAULT_GRID, DEFAULT_PIXELS_PER_CODE, text_to_image_prompts
+from liquid_jax.tokenizer.vocab import MultimodalVocab
+
+@dataclasses.dataclass(frozen=True)
+class ImageGeneration:
+    """codes int32 [N, h*w] (raster order; image i of prompt p is row p * num_images + i),
+    the grid (h, w), and uint8 images [N, H, W, 3] when a codec decoded them."""
+
+    codes: np.ndarray
+    grid: tuple[int, int]
+    images: np.ndarray | None = None
+
+
+def guided_batch(
+    vocab: MultimodalVocab, prompts: Sequence[str], num_images: int, grid: tuple[int, int],
+    pixels_per_code: int = DEFAULT_PIXELS_PER_CODE, guided: bool = True,
+) -> list[list[int]]:
+    """Conditional rows (each prompt ``num_images`` times), then the unconditional rows."""
+    conditional, unconditional = [], []
+    for prompt in prompts:
+        cond, uncond = text_to_image_prompts(vocab, prompt, grid, pixels_per_code)
+        conditional += [cond] * num_images
+        unconditional += [uncond] * num_images
+    return conditional + unconditional if guided else conditional
+
+
+def generate_image_codes(
+    model: Transformer,
+    vocab: MultimodalVocab,
+    prompts: Sequence[str],
+    *,
+    cfg: float | None = 7.0,
+    sampling: SamplingParams = SamplingParams(temperature=0.99, top_k=4096, top_p=0.96),
+    num_images: int = 4,
+    seed: int = 0,
+    grid: tuple[int, int] = DEFAULT_GRID,
+    pixels_per_code: int = DEFAULT_PIXELS_PER_CODE,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: str | None = None,
+) -> ImageGeneration:
+    """Samples ``num_images`` code grids per prompt. ``cfg=None`` disables guidance
+    (conditional rows only)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    config = model.config
+    if not config.num_image_codes:
+        raise ValueError("this model has no image codes (num_image_codes = 0); it cannot draw")
+    if config.text_vocab_size != vocab.text_vocab_size or config.num_image_codes != vocab.num_image_codes:
+        raise ValueError(
+            f"vocabulary mismatch: model has {config.text_vocab_size} text tokens + "
+            f"{config.num_image_codes} codes, tokenizer {vocab.text_vocab_size} + {vocab.num_image_codes}"
+        )
+    h, w = (int(g) for g in grid)
+    if h < 1 or w < 1:
+        raise ValueError(f"grid {tuple(grid)} must have positive height and width")
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    rows = guided_batch(vocab, prompts, num_images, (h, w), pixels_per_code, guided=cfg is not None)
+    result = generate_tokens(
+        model,
+        rows,
+        h * w,
+        sampling=sampling,
+        seed=seed,
+        vocab_range=(config.text_vocab_size, config.vocab_size),
+        guidance_scale=cfg,
+        mesh=mesh,
+        progress=progress,
+    )
+    tokens = result.tokens[: len(prompts) * num_images]
+    return ImageGeneration(codes=vocab.image_codes(tokens), grid=(h, w))
+
+
+def generate_images(
+    model: Transformer,
+    vocab: MultimodalVocab,
+    prompts: Sequence[str],
+    codec: Any,
+    **kwargs: Any,
+) -> ImageGeneration:
+    """``generate_image_codes`` then VQGAN decoding to uint8 images (same arguments;
+    ``pixels_per_code`` comes from the codec)."""
+    result = generate_image_codes(
+        model, vocab, prompts, pixels_per_code=codec.downsample_factor, **kwargs
+    )
+    images = codec.decode(result.codes, grid=result.grid)
+    return dataclasses.replace(result, images=images)

@@ -1,0 +1,96 @@
+"""Sampling entry points for a loaded model (``LiquidLM.generate_images`` / ``generate_text``).
+
+Plain keyword arguments in place of ``SamplingParams``: ``temperature=0`` means greedy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from liquid_jax.sample.filters import GREEDY, SamplingParams
+from liquid_jax.sample.images import ImageGeneration, generate_image_codes, generate_images as _draw
+from liquid_jax.sample.prompts import DEFAULT_GRID
+from liquid_jax.sample.text import TextGeneration, generate_text as _write
+
+
+def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingParams:
+    """Greedy for ``temperature == 0``, otherwise sampling with the given filters."""
+    if temperature == 0:
+        return GREEDY
+    return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def _vocab(lm: Any):
+    if lm.tokenizer is None:
+        raise ValueError("this model was loaded without tokenizer files; text prompts cannot be encoded")
+    return lm.tokenizer
+
+
+def _is_single_prompt(prompts: Any) -> bool:
+    if isinstance(prompts, str):
+        return True
+    if isinstance(prompts, np.ndarray):
+        return prompts.ndim == 1
+    return len(prompts) > 0 and all(isinstance(p, (int, np.integer)) for p in prompts)
+
+
+def generate_images(
+    lm: Any,
+    prompts: str | Sequence[str],
+    codec: Any = None,
+    *,
+    cfg: float | None = 7.0,
+    temperature: float = 0.99,
+    top_k: int = 4096,
+    top_p: float = 0.96,
+    num_images: int = 4,
+    seed: int = 0,
+    grid: tuple[int, int] = DEFAULT_GRID,
+    progress: bool = True,
+) -> ImageGeneration:
+    """``num_images`` images per prompt with upstream's guided sampler.
+
+    Returns codes [N, h*w] and, with a VQGAN ``codec``, uint8 images [N, H, W, 3]
+    (image i of prompt p is row p * num_images + i).
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    kwargs = dict(
+        cfg=cfg, sampling=sampling_params(temperature, top_k, top_p), num_images=num_images,
+        seed=seed, grid=tuple(grid), mesh=lm.mesh, progress="image tokens" if progress else None,
+    )
+    if codec is None:
+        return generate_image_codes(lm.model, _vocab(lm), prompts, **kwargs)
+    return _draw(lm.model, _vocab(lm), prompts, codec, **kwargs)
+
+
+def generate_text(
+    lm: Any,
+    prompts: str | Sequence[str | Sequence[int]],
+    max_new_tokens: int = 128,
+    *,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    images: Sequence[Any] | None = None,
+    codec: Any = None,
+    image_size: int | None = None,
+    stop_tokens: Sequence[int] | None = None,
+    progress: bool = False,
+) -> TextGeneration:
+    """Continues text prompts (strings or token-id arrays), or answers questions about
+    ``images`` (one per prompt) in the chat template; greedy unless ``temperature > 0``.
+    A single string or 1-D token array is one prompt; a 2-D array is one prompt per row."""
+    if _is_single_prompt(prompts):
+        prompts = [prompts]
+    if lm.tokenizer is None and (images is not None or any(isinstance(p, str) for p in prompts)):
+        _vocab(lm)
+    return _write(
+        lm.model, lm.tokenizer, prompts, max_new_tokens,
+        sampling=sampling_params(temperature, top_k, top_p), seed=seed, images=images,
+        codec=codec, image_size=image_size, stop_tokens=stop_tokens, mesh=lm.mesh,
+        progress="text tokens" if progress else None,
+    )
