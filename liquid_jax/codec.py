@@ -1,0 +1,242 @@
+"""ImageCodec: uint8 images <-> int32 VQGAN codes, jitted, batched, optionally sharded.
+
+``load_vqgan(path)`` accepts
+- a liquid_jax VQGAN checkpoint directory (``liquid_jax.json`` with kind "vqgan"),
+- Chameleon's / taming's ``vqgan.ckpt`` (or a ``.safetensors`` with the same keys) with
+  its ``vqgan.yaml`` (next to it, or passed as ``yaml_path``), or a directory holding both,
+- a Hugging Face ChameleonVQVAE directory (encoder only: ``decode`` raises).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from liquid_jax.model.vqgan import VQGAN
+from liquid_jax.model.vqgan_config import VQGANConfig
+from liquid_jax.sharding import logical_to_spec
+from liquid_jax.tokenizer.image import uint8_lookup_table
+
+CHECKPOINT_KIND = "vqgan"
+
+
+def _pixels_to_model(pixels: jax.Array) -> jax.Array:
+    return jnp.asarray(uint8_lookup_table())[pixels.astype(jnp.int32)]
+
+
+def _model_to_pixels(x: jax.Array) -> jax.Array:
+    x = jnp.clip(x.astype(jnp.float32), -1.0, 1.0)
+    return (((x + 1.0) / 2.0) * 255.0).astype(jnp.uint8)
+
+
+class ImageCodec:
+    """Encodes uint8 [B, H, W, 3] images to codes [B, h*w] (raster order) and back.
+
+    Work is split into chunks of ``batch_size`` images (the last chunk is padded, so each
+    image shape compiles once). With ``mesh``, each chunk is sharded over the mesh's
+    batch axes (``data`` and ``fsdp``) and the parameters are replicated.
+    ``dtype="bfloat16"`` runs convolutions in bf16; distances to the codebook stay float32.
+    """
+
+    def __init__(self, model: VQGAN, *, batch_size: int = 8, dtype: str | None = None,
+                 mesh: Mesh | None = None):
+        cfg = model.config
+        if dtype is not None and dtype != cfg.dtype:
+            cfg = cfg.replace(dtype=dtype)
+            graphdef, state = nnx.split(model)
+            # The codebook keeps its precision: nearest-code search is exact in float32.
+            state = jax.tree_util.tree_map_with_path(
+                lambda path, a: a if "quantize" in jax.tree_util.keystr(path) else a.astype(dtype), state)
+            model = nnx.merge(graphdef, state)
+            _retarget_dtype(model, jnp.dtype(dtype))
+            model.config = cfg
+        self.model = model
+        self.config = cfg
+        self.mesh = mesh
+        shards = 1
+        if mesh is not None:
+            spec = logical_to_spec(("batch",), mesh=mesh)[0]
+            axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+            shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+            self._batch_sharding = NamedSharding(mesh, PartitionSpec(spec))
+            replicated = NamedSharding(mesh, PartitionSpec())
+            graphdef, state = nnx.split(model)
+            model = nnx.merge(graphdef, jax.device_put(state, replicated))
+            self.model = model
+        self.batch_size = max(shards, -(-batch_size // shards) * shards)
+        graphdef, state = nnx.split(self.model)
+        self._state = state
+
+        def encode_fn(state, pixels):
+            m = nnx.merge(graphdef, state)
+            codes = m.encode(_pixels_to_model(pixels))
+            return codes.reshape(codes.shape[0], -1)
+
+        def decode_fn(state, codes):
+            m = nnx.merge(graphdef, state)
+            return _model_to_pixels(m.decode(codes))
+
+        self._encode = jax.jit(encode_fn)
+        self._decode = jax.jit(decode_fn)
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.config.downsample_factor
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.n_embed
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.model.has_decoder
+
+    def grid_for(self, height: int, width: int) -> tuple[int, int]:
+        """The code grid (h, w) of an image of this size."""
+        f = self.downsample_factor
+        if height % f or width % f:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the downsample factor {f}")
+        return height // f, width // f
+
+    def _chunks(self, array: np.ndarray, fn) -> np.ndarray:
+        n, outs = array.shape[0], []
+        for start in range(0, n, self.batch_size):
+            chunk = array[start:start + self.batch_size]
+            pad = self.batch_size - chunk.shape[0]
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+            chunk = jax.device_put(chunk, self._batch_sharding) if self.mesh is not None else chunk
+            outs.append(np.asarray(fn(self._state, chunk))[: self.batch_size - pad])
+        return np.concatenate(outs)
+
+    def encode(self, images: Any) -> np.ndarray:
+        """uint8 [B, H, W, 3] (or one [H, W, 3]) -> int32 codes [B, (H/f)*(W/f)]."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise TypeError(f"encode expects uint8 pixels, got {images.dtype} (use tokenizer.image helpers)")
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] != self.config.in_channels:
+            raise ValueError(
+                f"encode expects [B, H, W, {self.config.in_channels}] images, got shape {images.shape}"
+            )
+        self.grid_for(*images.shape[1:3])
+        if images.shape[0] == 0:
+            return np.zeros((0, 0), np.int32)
+        return self._chunks(images, self._encode)
+
+    def decode(self, codes: Any, grid: tuple[int, int] | None = None) -> np.ndarray:
+        """int codes [B, h*w] (or [B, h, w]) -> uint8 images [B, h*f, w*f, 3].
+
+        ``grid`` is (h, w); without it a flat sequence must be a perfect square. Codes
+        outside [0, codebook_size) raise ValueError.
+        """
+        if not self.has_decoder:
+            raise ValueError("this codec has no decoder (it was loaded from an encoder-only checkpoint)")
+        codes = np.asarray(codes)
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise TypeError(f"decode expects integer codes, got {codes.dtype}")
+        bad = (codes < 0) | (codes >= self.codebook_size)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{int(bad.sum())} codes outside [0, {self.codebook_size}); first at index {idx}: "
+                f"{int(codes[idx])} (image tokens must be shifted back by the text vocabulary size)"
+            )
+        if codes.ndim == 1:
+            codes = codes[None]
+        if codes.ndim == 2:
+            n = codes.shape[1]
+            if grid is None:
+                side = math.isqrt(n)
+                if side * side != n:
+                    raise ValueError(f"{n} codes per image is not a square; pass grid=(h, w)")
+                grid = (side, side)
+            if grid[0] * grid[1] != n:
+                raise ValueError(f"grid {tuple(grid)} needs {grid[0] * grid[1]} codes per image, got {n}")
+            codes = codes.reshape(codes.shape[0], grid[0], grid[1])
+        elif codes.ndim != 3:
+            raise ValueError(f"decode expects codes [B, h*w] or [B, h, w], got shape {codes.shape}")
+        if codes.shape[0] == 0:
+            f = self.downsample_factor
+            return np.zeros((0, codes.shape[1] * f, codes.shape[2] * f, self.config.out_ch), np.uint8)
+        return self._chunks(codes.astype(np.int32), self._decode)
+
+
+def _retarget_dtype(model: VQGAN, dtype) -> None:
+    """Sets the compute dtype of every submodule (after casting its parameters)."""
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, nnx.Module) and hasattr(module, "dtype"):
+            module.dtype = dtype
+
+
+def params_of(model: VQGAN) -> nnx.State:
+    """The parameters of a VQGAN (what a liquid_jax checkpoint stores)."""
+    return nnx.state(model, nnx.Param)
+
+
+def save_vqgan(directory: str, model: VQGAN, extra: dict | None = None, overwrite: bool = False) -> None:
+    """Writes a liquid_jax VQGAN checkpoint (params + {"kind": "vqgan", "config": ...})."""
+    from liquid_jax.checkpoint import save_params
+
+    metadata = {"kind": CHECKPOINT_KIND, "config": model.config.to_dict(),
+                "has_decoder": model.has_decoder, **(extra or {})}
+    save_params(directory, params_of(model), metadata, overwrite=overwrite)
+
+
+def load_vqgan_model(path: str, yaml_path: str | None = None) -> VQGAN:
+    """A VQGAN module from any supported checkpoint (see module docstring)."""
+    from liquid_jax.convert import vqgan as convert
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        from liquid_jax.checkpoint import METADATA_FILE
+
+        if os.path.exists(os.path.join(path, METADATA_FILE)):
+            return _load_liquid(path)
+        if os.path.exists(os.path.join(path, "vqgan.ckpt")):
+            return convert.load_taming(os.path.join(path, "vqgan.ckpt"), yaml_path)
+        if os.path.exists(os.path.join(path, "config.json")):
+            return convert.load_hf(path)
+        raise FileNotFoundError(
+            f"{path}: not a liquid_jax VQGAN checkpoint, a directory with vqgan.ckpt, "
+            "or a Hugging Face ChameleonVQVAE directory"
+        )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    return convert.load_taming(path, yaml_path)
+
+
+def _load_liquid(directory: str) -> VQGAN:
+    from liquid_jax.checkpoint import load_params
+
+    params, metadata = load_params(directory)
+    if metadata.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{directory}: checkpoint kind {metadata.get('kind')!r}, expected {CHECKPOINT_KIND!r}")
+    cfg = VQGANConfig.from_dict(metadata["config"])
+    model = nnx.eval_shape(
+        lambda: VQGAN(cfg, rngs=nnx.Rngs(0), with_decoder=metadata.get("has_decoder", True))
+    )
+    graphdef, state = nnx.split(model)
+    abstract = nnx.state(model, nnx.Param)
+    try:
+        nnx.replace_by_pure_dict(abstract, params)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{directory}: parameters do not match the stored config ({e})") from e
+    for path, var in nnx.to_flat_state(abstract):
+        if isinstance(var.value, jax.ShapeDtypeStruct):
+            raise ValueError(f"{directory}: missing tensor {'/'.join(map(str, path))}")
+    return nnx.merge(graphdef, abstract)
+
+
+def load_vqgan(path: str, *, yaml_path: str | None = None, batch_size: int = 8,
+               dtype: str | None = None, mesh: Mesh | None = None) -> ImageCodec:
+    """An ImageCodec for a liquid_jax, Chameleon/taming or Hugging Face VQGAN checkpoint."""
+    return ImageCodec(load_vqgan_model(path, yaml_path), batch_size=batch_size, dtype=dtype, mesh=mesh)
