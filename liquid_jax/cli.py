@@ -26,7 +26,7 @@ register(("sample", "text"), "liquid_jax.sample.cli_text", "continue text prompt
 register(("train",), "liquid_jax.train.cli_train", "train a Liquid model (resumes from --workdir)")
 register(("plan",), "liquid_jax.train.cli_plan", "compile the train step for a TPU/GPU topology; memory fit")
 register(("convert", "vqgan"), "liquid_jax.convert.cli_vqgan", "Chameleon / taming / HF VQGAN -> liquid_jax")
-register(("train-vqgan",), "liquid_jax.train.vqgan_trainer", "train a VQGAN image tokenizer")
+register(("train-vqgan",), "liquid_jax.train.cli_train_vqgan", "train a VQGAN image tokenizer")
 register(("pretokenize", "text"), "liquid_jax.data.cli_pretokenize_text", "JSONL / TXT / Parquet -> ArrayRecord text shards")
 register(("demo",), "liquid_jax.demo.cli_demo", "a mini-Liquid on the synthetic shapes world, end to end")
 register(("pretokenize", "images"), "liquid_jax.data.cli_pretokenize_images", "images + captions -> ArrayRecord VQGAN-code shards")

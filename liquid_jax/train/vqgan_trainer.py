@@ -26,10 +26,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import PIL.Image
-from absl import flags
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
-from ml_collections import config_flags
 from tqdm import tqdm
 
 from liquid_jax.codec import save_vqgan
@@ -42,9 +40,6 @@ from liquid_jax.train import vqgan_losses as losses
 from liquid_jax.train.patchgan import PatchGAN
 from liquid_jax.train.perceptual import load_vgg16_weights, perceptual_distance
 from liquid_jax.train.vqgan_data import ImageBatches, folder_images, load_folder, shape_images
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "VQGAN training config file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (checkpoints, metrics, images)")
 
 
 def _to_model_input(pixels: jax.Array) -> jax.Array:
@@ -293,11 +288,3 @@ def save_grid(path: str, originals: np.ndarray, reconstructions: np.ndarray) -> 
     top = np.concatenate(list(originals), axis=1)
     bottom = np.concatenate(list(reconstructions), axis=1)
     PIL.Image.fromarray(np.concatenate([top, bottom], axis=0)).save(path)
-
-
-def main(argv: list[str]) -> None:
-    del argv
-    if _CONFIG.value is None or _WORKDIR.value is None:
-        raise SystemExit("train-vqgan needs --config=... and --workdir=...")
-    final = train(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps(final))

@@ -1,0 +1,77 @@
+"""The built-in demo: a mini-Liquid on the synthetic shapes world, end to end.
+
+  liquid-jax demo --workdir=/tmp/demo                                 # ~800 CPU-seconds
+  liquid-jax demo --workdir=/tmp/smoke --config=configs/demo.py:smoke  # seconds
+  liquid-jax demo --workdir=/tmp/demo --config.liquid.steps=1200      # any key can be overridden
+
+Sections: ``world`` (data sizes), ``tokenizer``, ``vqgan`` (a ``train-vqgan`` config:
+configs/vqgan_tiny.py adapted to the world), ``model`` (the base Gemma's sizes),
+``base`` (text pre-training run), ``liquid`` (mixed training run), ``sample``
+(evaluation sampling) and ``experiments``.
+"""
+
+import os
+
+import ml_collections
+
+from liquid_jax.train.config import load_config_file
+
+
+def _run(**fields) -> ml_collections.ConfigDict:
+    run = dict(steps=300, batch_size=16, seq_len=256, packing_bins=32, learning_rate=3e-3,
+               warmup_steps=20, end_lr_fraction=0.05, weight_decay=0.0,
+               text_weight=1.0, image_weight=0.0, t2i_ratio=0.5, cfg_drop=0.1)
+    run.update(fields)
+    return ml_collections.ConfigDict(run)
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.world = ml_collections.ConfigDict(dict(
+        name="easy", train_scenes=4000, text_docs=6000, eval_prompts=64, eval_text_docs=256,
+    ))
+    c.tokenizer = ml_collections.ConfigDict(dict(vocab_size=512))
+
+    c.vqgan = load_config_file(os.path.join(os.path.dirname(__file__), "vqgan_tiny.py"))
+    # 64 px -> 8x8 codes (downsample 8: three halvings), whatever vqgan_tiny.py's grid is.
+    c.vqgan.model.update(ch_mult=(1, 1, 2, 4))
+    c.vqgan.data.update(num_eval=64, image_size=64)
+    c.vqgan.steps = 400
+    c.vqgan.batch_size = 16
+    c.vqgan.eval_every = c.vqgan.checkpoint_every = 200
+
+    c.model = ml_collections.ConfigDict(dict(
+        d_model=128, num_layers=4, num_heads=4, num_kv_heads=1, head_dim=32, mlp_dim=512,
+    ))
+    c.base = _run(steps=150)
+    c.liquid = _run(steps=450, learning_rate=3e-3, warmup_steps=20, text_weight=1.0, image_weight=3.0,
+                    t2i_ratio=0.6, cfg_drop=0.1)
+    c.sample = ml_collections.ConfigDict(dict(
+        cfg=3.0, temperature=0.7, top_k=16, top_p=1.0, caption_max_tokens=40,
+    ))
+    # --experiment scaling: model sizes (d_model, num_layers) and the three data mixes;
+    # --experiment mutual_boost: how much extra t2i / caption data is added.
+    c.experiments = ml_collections.ConfigDict(dict(
+        sizes=((64, 2), (128, 4), (192, 6)),
+        extra_weight=2.0,
+    ))
+
+    if preset == "smoke":
+        c.world.update(train_scenes=160, text_docs=200, eval_prompts=8, eval_text_docs=16)
+        c.tokenizer.vocab_size = 320
+        c.vqgan.data.num_eval = 16
+        c.vqgan.steps = 6
+        c.vqgan.batch_size = 8
+        c.vqgan.log_every = c.vqgan.eval_every = c.vqgan.checkpoint_every = 6
+        c.vqgan.codebook.restart_every = 0
+        c.vqgan.model.update(ch=8, z_channels=8, embed_dim=8, n_embed=32, num_groups=4)
+        c.model.update(d_model=32, num_layers=1, num_heads=2, head_dim=16, mlp_dim=64)
+        # Batch 8: divisible by the 8 fake CPU devices the tests run on.
+        c.base.update(steps=8, warmup_steps=2, batch_size=8, seq_len=128, packing_bins=8)
+        c.liquid.update(steps=8, warmup_steps=2, batch_size=8, seq_len=128, packing_bins=8)
+        c.sample.caption_max_tokens = 8
+        c.experiments.sizes = ((32, 1), (48, 1))
+    elif preset:
+        raise ValueError(f"unknown preset {preset!r} for demo.py; expected 'smoke' or none")
+    return c

@@ -1,0 +1,143 @@
+"""Stage ``evaluate``: what the demo measures.
+
+* text-to-image: one image per held-out prompt (CFG sampling), read back by the shapes
+  checker (``t2i_accuracy``);
+* captioning: greedy captions of the renders of the held-out prompts (``caption_accuracy``);
+* text perplexity on held-out documents, of the base LM and of the Liquid model;
+* both also on the prompts whose scene is not among the training pairs (``unseen_*``) and
+  on prompts with (colour, kind) pairs never seen in training (``novel_pair_*``);
+* the checker on VQGAN round trips of the true images (``vqgan_roundtrip_accuracy``),
+  the ceiling of text-to-image accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+import liquid_jax
+from liquid_jax.api import LiquidLM
+from liquid_jax.codec import ImageCodec
+from liquid_jax.data import shapes
+from liquid_jax.demo import base_lm_stage, liquid_stage, vqgan_stage
+from liquid_jax.demo import heldout
+from liquid_jax.demo.stages import Context
+from liquid_jax.eval import shapes as shapes_eval
+from liquid_jax.sample.filters import SamplingParams
+from liquid_jax.sample.images import generate_images
+from liquid_jax.sample.text import caption_images
+
+STAGE = "evaluate"
+SAMPLES_FILE = "samples.npz"
+RESULTS_FILE = "results.json"
+_LENGTH_BUCKET = 32
+
+
+def text_perplexity(lm: LiquidLM, texts: Sequence[str], batch_size: int = 32) -> float:
+    """exp(mean negative log-likelihood) of ``<bos> text <eos>`` over every token after
+    ``<bos>``, under the model's whole (text + image) vocabulary."""
+    special = lm.config.special_tokens
+    docs = [[special.bos] + lm.tokenizer.encode_text(t) + [special.eos] for t in texts]
+    width = -(-max(len(d) for d in docs) // _LENGTH_BUCKET) * _LENGTH_BUCKET
+    total, count = 0.0, 0
+    for start in range(0, len(docs), batch_size):
+        chunk = docs[start : start + batch_size]
+        tokens = np.full((batch_size, width), special.pad, np.int32)
+        mask = np.zeros((batch_size, width - 1), bool)
+        for row, doc in enumerate(chunk):
+            tokens[row, : len(doc)] = doc
+            mask[row, : len(doc) - 1] = True
+        logits = np.asarray(lm.logits(tokens), np.float64)[:, :-1]
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        target = np.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)[..., 0]
+        total -= float(target[mask].sum())
+        count += int(mask.sum())
+    return float(np.exp(total / count))
+
+
+def sampling_params(sample: Any) -> SamplingParams:
+    return SamplingParams(temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p)
+
+
+def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, grid: tuple[int, int],
+         seed: int) -> tuple[np.ndarray, float]:
+    """(uint8 images, one per prompt; sampled image tokens per second)."""
+    start = time.perf_counter()
+    result = generate_images(
+        lm.model, lm.tokenizer, list(prompts), codec, cfg=sample.cfg, sampling=sampling_params(sample),
+        num_images=1, seed=seed, grid=grid, progress="text-to-image",
+    )
+    seconds = time.perf_counter() - start
+    return result.images, result.codes.size / seconds
+
+
+def describe_images(lm: LiquidLM, codec: ImageCodec, images: np.ndarray, max_new_tokens: int) -> list[str]:
+    """Greedy captions with upstream's captioning prompt."""
+    return caption_images(lm.model, lm.tokenizer, list(images), max_new_tokens, codec=codec,
+                          image_size=images.shape[1], progress="captioning").texts
+
+
+def evaluate_prompts(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any,
+                     seed: int) -> dict[str, Any]:
+    """Images drawn for ``prompts`` and captions of their renders, with per-prompt hits."""
+    scenes = heldout.scenes_of(list(prompts))
+    renders = np.stack([shapes.render(s) for s in scenes])
+    images, tokens_per_s = draw(lm, codec, prompts, sample, codec.grid_for(*renders.shape[1:3]), seed)
+    captions = describe_images(lm, codec, renders, sample.caption_max_tokens)
+    return {
+        "images": images,
+        "renders": renders,
+        "captions": captions,
+        "t2i_hits": np.array([shapes_eval.t2i_accuracy([s], [im]) for s, im in zip(scenes, images)]),
+        "caption_hits": np.array([shapes_eval.caption_accuracy([s], [c]) for s, c in zip(scenes, captions)]),
+        "tokens_per_s": tokens_per_s,
+    }
+
+
+def _mean(hits: np.ndarray) -> float | None:
+    return float(hits.mean()) if hits.size else None
+
+
+def liquid_metrics(context: Context, model_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every metric of a Liquid model on the held-out data, and the samples behind them."""
+    evaluation = heldout.load_eval(context)
+    lm = liquid_jax.load(model_dir, progress=False)
+    codec = vqgan_stage.load_codec(context)
+    seed = context.config.seed
+    main = evaluate_prompts(lm, codec, evaluation["prompts"], context.config.sample, seed)
+    novel = evaluate_prompts(lm, codec, evaluation["novel_pair_prompts"], context.config.sample, seed + 1)
+    unseen = ~np.asarray(evaluation["seen"], bool)
+    metrics = {
+        "t2i_accuracy": _mean(main["t2i_hits"]),
+        "caption_accuracy": _mean(main["caption_hits"]),
+        "unseen_t2i_accuracy": _mean(main["t2i_hits"][unseen]),
+        "unseen_caption_accuracy": _mean(main["caption_hits"][unseen]),
+        "unseen_prompts": int(unseen.sum()),
+        "novel_pair_t2i_accuracy": _mean(novel["t2i_hits"]),
+        "novel_pair_caption_accuracy": _mean(novel["caption_hits"]),
+        "text_ppl_liquid": text_perplexity(lm, evaluation["text"]),
+        "sample_image_tokens_per_s": main["tokens_per_s"],
+    }
+    return metrics, {"main": main, "novel": novel}
+
+
+def run(context: Context) -> dict:
+    metrics, samples = liquid_metrics(context, liquid_stage.model_path(context))
+    base = liquid_jax.load(base_lm_stage.hf_path(context), extend_image_codes=0, progress=False)
+    metrics["text_ppl_base"] = text_perplexity(base, heldout.load_eval(context)["text"])
+    main, novel = samples["main"], samples["novel"]
+    # The checker on VQGAN round trips of the true images: the most text-to-image can reach.
+    scenes = heldout.scenes_of(heldout.load_eval(context)["prompts"])
+    reconstructed = vqgan_stage.reconstruct(vqgan_stage.load_codec(context), main["renders"])
+    metrics["vqgan_roundtrip_accuracy"] = shapes_eval.t2i_accuracy(scenes, list(reconstructed))
+    np.savez_compressed(
+        context.path(STAGE, SAMPLES_FILE), images=main["images"], renders=main["renders"],
+        novel_images=novel["images"], novel_renders=novel["renders"],
+    )
+    with open(context.path(STAGE, RESULTS_FILE), "w") as f:
+        json.dump({"captions": main["captions"], "novel_captions": novel["captions"]}, f, indent=1)
+    return metrics

@@ -1,0 +1,131 @@
+"""``--experiment scaling`` and ``--experiment mutual_boost``, built from the demo's stages.
+
+* scaling: at each model size of ``experiments.sizes`` (d_model, num_layers), a base LM
+  is pre-trained on text, then Liquid-trained on three mixes -- mixed (text + images),
+  text-only, image-only -- with the same steps; each model's held-out text perplexity,
+  text-to-image and caption accuracy are measured.
+* mutual_boost (the paper's Table 5): from the demo's base LM (its ``base_lm`` stage), a baseline mixture, the
+  baseline plus extra text-to-image data, and the baseline plus extra caption data. The
+  extra data is ``experiments.extra_weight`` more image-pair sampling weight, all of it
+  used as text-to-image (resp. captioning) examples, so the other task's share of
+  examples stays as in the baseline; every run has the same number of steps.
+
+Each run is a stage (skipped when done); results go to ``<workdir>/experiments/<name>/``
+as ``results.json`` and a markdown table ``table.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ml_collections
+
+from liquid_jax.demo import base_lm_stage, evaluate, liquid_stage
+from liquid_jax.demo.pipeline import STAGES
+from liquid_jax.demo.stages import Context, Stage, read_record, run_stages
+
+EXPERIMENTS = ("scaling", "mutual_boost")
+DATA_STAGES = ("world", "heldout", "tokenizer", "vqgan", "pretokenize")
+PREREQUISITES = {"scaling": DATA_STAGES, "mutual_boost": DATA_STAGES + (base_lm_stage.STAGE,)}
+METRICS = ("text_ppl_liquid", "t2i_accuracy", "caption_accuracy", "unseen_t2i_accuracy",
+           "unseen_caption_accuracy")
+
+
+def _liquid_run(context: Context, stage: str, base_stage: str, run: ml_collections.ConfigDict) -> dict:
+    """Trains a Liquid model from ``base_stage``'s export, evaluates it, returns metrics."""
+    trained = liquid_stage.train_liquid(context, stage, base_lm_stage.hf_path(context, base_stage), run)
+    metrics, _ = evaluate.liquid_metrics(context, trained["model"])
+    return {**metrics, "final_loss": trained["final_loss"]}
+
+
+def scaling_mixes(liquid: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+    """The three data mixes of the scaling experiment, otherwise like the demo's run."""
+    mixes = {}
+    for name, text, image in (("mixed", liquid.text_weight, liquid.image_weight),
+                              ("text-only", liquid.text_weight, 0.0), ("image-only", 0.0, liquid.image_weight)):
+        run = liquid.copy_and_resolve_references()
+        run.text_weight, run.image_weight = text, image
+        mixes[name] = run
+    return mixes
+
+
+def boost_mixes(liquid: ml_collections.ConfigDict, extra: float) -> dict[str, ml_collections.ConfigDict]:
+    """Baseline, + extra text-to-image, + extra caption data (see the module docstring)."""
+    w, ratio = liquid.image_weight, liquid.t2i_ratio
+    if w <= 0:
+        raise ValueError("mutual_boost needs liquid.image_weight > 0")
+    mixes = {}
+    for name, weight, t2i_ratio in (
+        ("baseline", w, ratio),
+        ("+ t2i data", w + extra, (w * ratio + extra) / (w + extra)),
+        ("+ caption data", w + extra, w * ratio / (w + extra)),
+    ):
+        run = liquid.copy_and_resolve_references()
+        run.image_weight, run.t2i_ratio = weight, t2i_ratio
+        mixes[name] = run
+    return mixes
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
+
+
+def _scaling_stages(context: Context, root: str) -> list[tuple[dict, Stage]]:
+    rows = []
+    for d_model, layers in context.config.experiments.sizes:
+        sizes = context.config.model.copy_and_resolve_references()
+        sizes.d_model, sizes.num_layers = int(d_model), int(layers)
+        sizes.head_dim = max(16, int(d_model) // sizes.num_heads)
+        sizes.mlp_dim = 4 * int(d_model)
+        size_dir = f"{root}/d{d_model}_l{layers}"
+        base = f"{size_dir}/base"
+        rows.append((None, Stage(base, f"base LM d_model={d_model} layers={layers}",
+                                 lambda c, s=sizes, st=base: base_lm_stage.train_base(c, st, s))))
+        for mix, run in scaling_mixes(context.config.liquid).items():
+            stage = f"{size_dir}/{_slug(mix)}"
+            label = {"d_model": d_model, "layers": layers, "mix": mix}
+            rows.append((label, Stage(stage, f"Liquid {mix} at d_model={d_model}",
+                                      lambda c, st=stage, r=run, b=base: _liquid_run(c, st, b, r))))
+    return rows
+
+
+def _boost_stages(context: Context, root: str) -> list[tuple[dict, Stage]]:
+    mixes = boost_mixes(context.config.liquid, context.config.experiments.extra_weight)
+    rows = []
+    for mix, run in mixes.items():
+        stage = f"{root}/{_slug(mix)}"
+        label = {"mixture": mix, "image_weight": round(run.image_weight, 3), "t2i_ratio": round(run.t2i_ratio, 3)}
+        rows.append((label, Stage(stage, f"Liquid {mix}",
+                                  lambda c, st=stage, r=run: _liquid_run(c, st, base_lm_stage.STAGE, r))))
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A GitHub markdown table of dicts with the same keys."""
+    keys = list(rows[0])
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def run_experiment(name: str, context: Context) -> str:
+    """Runs the demo stages the experiment needs, then its runs; returns the table."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; expected one of {EXPERIMENTS}")
+    run_stages([s for s in STAGES if s.name in PREREQUISITES[name]], context)
+    root = f"experiments/{name}"
+    labelled = (_scaling_stages if name == "scaling" else _boost_stages)(context, root)
+    run_stages([stage for _, stage in labelled], context)
+    rows = []
+    for label, stage in labelled:
+        if label is not None:
+            outputs = read_record(context.workdir, stage.name)["outputs"]
+            rows.append({**label, **{m: outputs[m] for m in METRICS}})
+    table = markdown_table(rows)
+    os.makedirs(context.path(root), exist_ok=True)
+    with open(context.path(root, "results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(context.path(root, "table.md"), "w") as f:
+        f.write(table + "\n")
+    return table

@@ -1,0 +1,58 @@
+"""Stage ``world``: the shapes world on disk, in the formats a user's own data would have.
+
+* ``train/images/*.png`` + ``train/captions.jsonl`` ({"image", "caption"}): image-text pairs;
+* ``text/corpus.jsonl`` ({"id", "text"}): the text-only corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import PIL.Image
+from tqdm import tqdm
+
+from liquid_jax.data import shapes
+from liquid_jax.demo.stages import Context
+
+STAGE = "world"
+WORLDS = {"default": shapes.DEFAULT_WORLD, "easy": shapes.EASY_WORLD}
+
+
+def world_of(name: str) -> shapes.World:
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r}; expected one of {sorted(WORLDS)}")
+    return WORLDS[name]
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def run(context: Context) -> dict:
+    c = context.config.world
+    world = world_of(c.name)
+    seed = context.config.seed
+    images_dir = os.path.join(context.stage_dir(STAGE), "train", "images")
+    os.makedirs(images_dir, exist_ok=True)
+    scenes = shapes.sample_scenes(c.train_scenes, "train", seed, world)
+    rows = []
+    for i, scene in enumerate(tqdm(scenes, desc="rendering scenes", unit="img")):
+        name = f"images/{i:06d}.png"
+        PIL.Image.fromarray(shapes.render(scene)).save(os.path.join(images_dir, f"{i:06d}.png"))
+        rows.append({"image": name, "caption": shapes.caption(scene)})
+    _write_jsonl(context.path(STAGE, "train", "captions.jsonl"), rows)
+
+    os.makedirs(context.path(STAGE, "text"), exist_ok=True)
+    corpus = shapes.text_corpus(c.text_docs, seed, world)
+    _write_jsonl(context.path(STAGE, "text", "corpus.jsonl"),
+                 [{"id": f"doc{i}", "text": t} for i, t in enumerate(corpus)])
+
+    return {
+        "train_pairs": len(rows),
+        "text_docs": len(corpus),
+        "distinct_train_captions": len({row["caption"] for row in rows}),
+    }
+

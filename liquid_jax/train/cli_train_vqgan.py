@@ -1,0 +1,24 @@
+"""``liquid-jax train-vqgan --config configs/vqgan_tiny.py --workdir DIR``: train a VQGAN.
+
+Resumes from the newest checkpoint in DIR; writes metrics (JSONL, TensorBoard), PNG grids of
+reconstructions and the final model (loadable with ``liquid_jax.load_vqgan``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+from ml_collections import config_flags
+
+from liquid_jax.train.vqgan_trainer import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "VQGAN training config file", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory (checkpoints, metrics, images)")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if _CONFIG.value is None or _WORKDIR.value is None:
+        raise SystemExit("train-vqgan needs --config=... and --workdir=...")
+    print(json.dumps(train(_CONFIG.value, _WORKDIR.value)))

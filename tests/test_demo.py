@@ -1,0 +1,103 @@
+"""The demo end to end on its smoke preset: every stage runs, the report is sane, the
+models are real Hugging Face / liquid_jax checkpoints, and finished stages are skipped."""
+
+import json
+import math
+import os
+
+import pytest
+
+from liquid_jax.demo import experiments
+from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
+from liquid_jax.demo.stages import DONE_FILE, Context, read_record
+from liquid_jax.train.config import load_config_file
+
+CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "demo.py")
+REQUIRED = ("t2i_accuracy", "caption_accuracy", "text_ppl_base", "text_ppl_liquid", "vqgan_psnr",
+            "train_tokens_per_s", "sample_image_tokens_per_s")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    context = Context(load_config_file(CONFIG, "smoke"), str(tmp_path_factory.mktemp("demo")))
+    records = run_demo(context)
+    return context, records
+
+
+def test_every_stage_runs_and_records_its_time(demo):
+    context, records = demo
+    assert list(records) == list(STAGE_NAMES)
+    for name, record in records.items():
+        assert not record["skipped"]
+        assert record["seconds"] > 0
+        assert os.path.exists(os.path.join(context.workdir, name, DONE_FILE))
+
+
+def test_report_has_the_headline_metrics_with_sane_values(demo):
+    context, _ = demo
+    with open(os.path.join(context.workdir, "report.json")) as f:
+        report = json.load(f)
+    metrics = report["metrics"]
+    for key in REQUIRED:
+        assert math.isfinite(metrics[key]), key
+    for key in ("t2i_accuracy", "caption_accuracy", "novel_pair_t2i_accuracy", "novel_pair_caption_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+    # A barely trained model is far from certain but better than uniform over its vocabulary.
+    vocab = context.outputs("tokenizer")["vocab_size"]
+    assert 1.0 < metrics["text_ppl_base"] < vocab
+    assert 1.0 < metrics["text_ppl_liquid"] < vocab + context.outputs("vqgan")["codebook_size"]
+    assert metrics["vqgan_psnr"] > 0
+    assert metrics["train_tokens_per_s"] > 0 and metrics["sample_image_tokens_per_s"] > 0
+    for name in STAGE_NAMES[:-1]:
+        assert metrics[f"seconds_{name}"] > 0
+    for name in ("t2i_samples", "captions", "liquid_loss", "base_lm_loss"):
+        assert os.path.getsize(os.path.join(context.workdir, report["files"][name])) > 0
+    with open(os.path.join(context.workdir, "report.html")) as f:
+        assert "t2i_samples.png" in f.read()
+
+
+def test_tokenizer_has_gemma_special_ids(demo):
+    from liquid_jax.tokenizer.text import SentencePieceTokenizer
+
+    context, _ = demo
+    tokenizer = SentencePieceTokenizer(context.outputs("tokenizer")["path"])
+    assert (tokenizer.pad_id, tokenizer.eos_id, tokenizer.bos_id) == (0, 1, 2)
+    assert [tokenizer.piece_to_id(p) for p in ("<boi>", "<eoi>", "<unconditional>")] == [7, 8, 9]
+
+
+def test_base_model_is_a_hf_text_model_and_liquid_extends_it_by_the_codebook(demo):
+    import liquid_jax
+
+    context, _ = demo
+    with open(os.path.join(context.outputs("base_lm")["hf_dir"], "config.json")) as f:
+        hf_config = json.load(f)
+    text_vocab = context.outputs("tokenizer")["vocab_size"]
+    assert hf_config["model_type"] == "gemma" and hf_config["vocab_size"] == text_vocab
+    liquid = liquid_jax.load(context.outputs("liquid")["model"], progress=False)
+    assert liquid.config.text_vocab_size == text_vocab
+    assert liquid.config.num_image_codes == context.outputs("vqgan")["codebook_size"]
+
+
+def test_a_rerun_skips_finished_stages_and_stage_redoes_one(demo):
+    context, _ = demo
+    before = {n: read_record(context.workdir, n) for n in STAGE_NAMES}
+    again = run_demo(context)
+    assert all(r["skipped"] for r in again.values())
+    assert {n: read_record(context.workdir, n) for n in STAGE_NAMES} == before
+    redone = run_demo(context, only="report")
+    assert list(redone) == ["report"] and not redone["report"]["skipped"]
+    assert read_record(context.workdir, "world") == before["world"]
+    with pytest.raises(ValueError, match="unknown stage"):
+        run_demo(context, only="no_such_stage")
+
+
+def test_boost_mixes_add_data_to_one_task_only():
+    liquid = load_config_file(CONFIG).liquid
+    mixes = experiments.boost_mixes(liquid, extra=2.0)
+    base = mixes["baseline"]
+    caption_share = lambda r: r.image_weight * (1 - r.t2i_ratio)  # noqa: E731
+    t2i_share = lambda r: r.image_weight * r.t2i_ratio  # noqa: E731
+    assert caption_share(mixes["+ t2i data"]) == pytest.approx(caption_share(base))
+    assert t2i_share(mixes["+ t2i data"]) == pytest.approx(t2i_share(base) + 2.0)
+    assert t2i_share(mixes["+ caption data"]) == pytest.approx(t2i_share(base))
+    assert caption_share(mixes["+ caption data"]) == pytest.approx(caption_share(base) + 2.0)
