@@ -65,7 +65,7 @@ def test_liquid_7b_guided_sampler_compiles_for_a_tpu_slice(monkeypatch):
 
     from liquid_jax.model.config import TransformerConfig
     from liquid_jax.model.transformer import abstract_model
-    from liquid_jax.sample.decode_loop import DecodePlan, _decode, _prefill, plan_lengths
+    from liquid_jax.sample.decode_loop import DecodePlan, _decode, _loop_weights, _prefill, plan_lengths
     from liquid_jax.sharding import logical_to_spec, state_shardings
 
     spec = importlib.util.spec_from_file_location("gemma_7b", os.path.join(ROOT, "configs", "gemma_7b.py"))
@@ -98,12 +98,16 @@ def test_liquid_7b_guided_sampler_compiles_for_a_tpu_slice(monkeypatch):
         carry = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                              carry, prefill.output_shardings)
         until = jax.ShapeDtypeStruct((), np.int32, sharding=replicated)
-        decode = _decode.lower(graphdef, params, carry, until, plan=plan).compile()
+        loop_weights = _loop_weights.lower(graphdef, params, plan=plan).compile()
+        weights = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                               jax.eval_shape(lambda p: _loop_weights(graphdef, p, plan=plan), params),
+                               loop_weights.output_shardings)
+        decode = _decode.lower(graphdef, params, weights, carry, until, plan=plan).compile()
     for compiled in (prefill, decode):
         memory = compiled.memory_analysis()
         total = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
                  + memory.temp_size_in_bytes)
         assert total < 16 * 2**30, f"{total / 2**30:.1f} GiB per chip"
     cache_k = carry.cache.k
-    assert cache_k.shape == (28, rows, cache_len, 16, 256)
-    assert cache_k.sharding.spec[1] is not None  # rows split over the slice
+    assert len(cache_k) == 28 and cache_k[0].shape == (rows, 16, cache_len, 256)
+    assert cache_k[0].sharding.spec[0] is not None  # rows split over the slice

@@ -13,10 +13,9 @@ from liquid_jax.sharding import constrain
 
 
 def cache_axes(config: TransformerConfig) -> tuple[str | None, ...]:
-    """Logical axes of k and v; a single (multi-query) KV head is replicated."""
+    """Logical axes of one layer's k and v; a single (multi-query) KV head is replicated."""
     heads = "cache_kv_heads" if config.num_kv_heads > 1 else None
-    return ("layers", "cache_batch", "cache_length", heads, "cache_head_dim")
-
+    return ("cache_batch", heads, "cache_length", "cache_head_dim")
 
 
 @jax.tree_util.register_dataclass
@@ -24,8 +23,10 @@ def cache_axes(config: TransformerConfig) -> tuple[str | None, ...]:
 class KVCache:
     """Keys and values of every layer for ``max_len`` slots per row.
 
-    k, v: [layers, B, S, kv_heads, head_dim] in the compute dtype (rotary already applied
-    to k). segment_ids [B, S] int32: 0 marks an empty or padding slot, which is never
+    k, v: one array [B, kv_heads, S, head_dim] per layer, in the compute dtype (rotary
+    already applied to k). Separate per-layer arrays are written in place and read by
+    attention without a slice (a slice of a stacked cache is a copy on XLA's CPU
+    backend), and heads before slots is the layout attention reads. segment_ids [B, S] int32: 0 marks an empty or padding slot, which is never
     attended to. positions [B, S] int32: the position each slot was written with (masks
     and the sliding window compare positions). index: int32 scalar, the next slot to write;
     a call with T tokens writes slots [index, index + T) of every row. Writes past
@@ -33,8 +34,8 @@ class KVCache:
     whole generation.
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     segment_ids: jax.Array
     positions: jax.Array
     index: jax.Array
@@ -43,10 +44,14 @@ class KVCache:
     def init(cls, config: TransformerConfig, batch: int, max_len: int, dtype: Any = None) -> "KVCache":
         """An empty cache (all slots segment 0) for ``batch`` rows of ``max_len`` slots."""
         dtype = jnp.dtype(dtype or config.dtype)
-        shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+        shape = (batch, config.num_kv_heads, max_len, config.head_dim)
+
+        def empty() -> tuple[jax.Array, ...]:
+            return tuple(constrain(jnp.zeros(shape, dtype), cache_axes(config)) for _ in range(config.num_layers))
+
         return cls(
-            k=constrain(jnp.zeros(shape, dtype), cache_axes(config)),
-            v=constrain(jnp.zeros(shape, dtype), cache_axes(config)),
+            k=empty(),
+            v=empty(),
             segment_ids=jnp.zeros((batch, max_len), jnp.int32),
             positions=jnp.zeros((batch, max_len), jnp.int32),
             index=jnp.zeros((), jnp.int32),
@@ -54,7 +59,7 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k[0].shape[2]
 
     def write_metadata(self, segment_ids: jax.Array, positions: jax.Array) -> "KVCache":
         """Records segment ids and positions [B, T] at the write index (k, v unchanged)."""
@@ -67,9 +72,10 @@ class KVCache:
 
 
 def write_layer(cache_k: jax.Array, cache_v: jax.Array, k: jax.Array, v: jax.Array, index: jax.Array):
-    """Writes one layer's new keys/values [B, T, K, Dh] into its slots [B, S, K, Dh] at index."""
-    at = (0, index, 0, 0)
-    return (
-        jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), at),
-        jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), at),
-    )
+    """Writes one layer's new keys/values [B, T, K, Dh] into its slots [B, K, S, Dh] at index."""
+    at = (0, 0, index, 0)
+
+    def write(cache: jax.Array, new: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_update_slice(cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), at)
+
+    return write(cache_k, k), write(cache_v, v)

@@ -19,7 +19,7 @@ from liquid_jax.model.kv_cache import write_layer
 from liquid_jax.model.rope import apply_rope
 from liquid_jax.sharding import constrain, logical_param
 
-KV = tuple[jax.Array, jax.Array]  # one layer's cached keys and values [B, S, K, Dh]
+KV = tuple[jax.Array, jax.Array]  # one layer's cached keys and values [B, K, S, Dh]
 INIT_STDDEV = 0.02  # Hugging Face initializer_range for every family here
 
 
@@ -111,7 +111,8 @@ class Attention(nnx.Module):
         self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
         kv: KV | None = None, index: jax.Array | None = None,
     ) -> tuple[jax.Array, KV | None]:
-        """x [B, T, D]; mask [B, T, S]; kv: this layer's cached (k, v) [B, S, K, Dh] or None.
+        """x [B, T, D]; mask [B, T, S]; kv: this layer's cached (k, v) [B, K, S, Dh] or None;
+        new keys/values are written at slot ``index``.
 
         Returns the output [B, T, D] and the updated (k, v) (None without a cache).
         """
@@ -123,7 +124,8 @@ class Attention(nnx.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is not None:
             kv = write_layer(*kv, k, v, index)
-            k, v = kv
+            # Attention takes [B, S, K, Dh]; XLA folds this swap into its dot.
+            k, v = jnp.swapaxes(kv[0], 1, 2), jnp.swapaxes(kv[1], 1, 2)
         out = dot_product_attention(q, k, v, mask, self.scale, self.softcap)
         return self.o_proj(out, "bthk,hkd->btd"), kv
 

@@ -85,11 +85,14 @@ class Transformer(nnx.Module):
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
         cache: KVCache | None = None,
+        layer_params: list[nnx.State] | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """Final-normed hidden states [B, T, D] in the compute dtype, and the updated cache.
 
         Default positions are 0..T-1 (offset by the cache's write index when decoding);
-        default segment ids are all 1.
+        default segment ids are all 1. ``layer_params`` (from ``layer_params()``, computed
+        outside a decode loop) replaces slicing the stacked layer weights on every call.
+        With a cache, or without ``scan_layers``, the layers run unrolled.
         """
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
@@ -131,33 +134,54 @@ class Transformer(nnx.Module):
             layer = jax.checkpoint(
                 layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers
             )
-        per_layer = (layer_state, jnp.asarray(local_flags), None if cache is None else (cache.k, cache.v))
-        if cfg.scan_layers:
-            x, kv_all = jax.lax.scan(layer, x, per_layer)
+        if cache is None and cfg.scan_layers:
+            x, _ = jax.lax.scan(layer, x, (layer_state, jnp.asarray(local_flags), None))
         else:
-            kv_all = per_layer[2]
-            for i in range(cfg.num_layers):
-                x, kv = layer(x, jax.tree.map(lambda a: a[i], per_layer))
-                if kv is not None:
-                    kv_all = tuple(stacked.at[i].set(one) for stacked, one in zip(kv_all, kv))
-
-        if cache is not None:
-            cache = dataclasses.replace(cache, k=kv_all[0], v=kv_all[1], index=cache.index + length)
+            # With a cache the layers run unrolled, each on its own cache arrays.
+            if layer_params is None:
+                layer_params = [jax.tree.map(lambda a: a[i], layer_state) for i in range(cfg.num_layers)]
+            written = []
+            for i, state in enumerate(layer_params):
+                x, kv = layer(x, (state, local_flags[i], None if cache is None else (cache.k[i], cache.v[i])))
+                written.append(kv)
+            if cache is not None:
+                k, v = zip(*written)
+                cache = dataclasses.replace(cache, k=k, v=v, index=cache.index + length)
         return self.final_norm(x), cache
 
-    def project(self, h: jax.Array, vocab_start: int = 0, vocab_end: int | None = None) -> jax.Array:
+    def layer_params(self) -> list[nnx.State]:
+        """Each layer's parameters sliced out of the stacked ones.
+
+        XLA's CPU backend copies a slice of a stacked weight at every use, so a decode
+        loop that slices inside its body copies all weights on every step; slicing once
+        before the loop avoids that at the cost of one extra copy of the layer weights.
+        """
+        state = nnx.state(self.layers)
+        return [jax.tree.map(lambda a: a[i], state) for i in range(self.config.num_layers)]
+
+    def head_rows(self, vocab_start: int = 0, vocab_end: int | None = None) -> jax.Array:
+        """LM-head rows [vocab_start, vocab_end) [rows, D], validated against the padded vocabulary."""
+        vocab_end = self.config.padded_vocab_size if vocab_end is None else vocab_end
+        if not 0 <= vocab_start < vocab_end <= self.config.padded_vocab_size:
+            raise ValueError(
+                f"vocabulary slice [{vocab_start}, {vocab_end}) is outside [0, {self.config.padded_vocab_size})"
+            )
+        return self.lm_head_weight()[vocab_start:vocab_end]
+
+    def project(
+        self, h: jax.Array, vocab_start: int = 0, vocab_end: int | None = None, head: jax.Array | None = None
+    ) -> jax.Array:
         """float32 logits [..., vocab_end - vocab_start] of LM-head rows [vocab_start, vocab_end).
 
         Final soft-capping is applied; rows at or beyond ``vocab_size`` (padding) get a
-        large negative logit so they are never sampled.
+        large negative logit so they are never sampled. ``head`` is ``head_rows(vocab_start,
+        vocab_end)`` when the caller sliced it already (outside a decode loop).
         """
         cfg = self.config
         vocab_end = cfg.padded_vocab_size if vocab_end is None else vocab_end
-        if not 0 <= vocab_start < vocab_end <= cfg.padded_vocab_size:
-            raise ValueError(
-                f"vocabulary slice [{vocab_start}, {vocab_end}) is outside [0, {cfg.padded_vocab_size})"
-            )
-        weight = self.lm_head_weight()[vocab_start:vocab_end].astype(h.dtype)
+        if head is None:
+            head = self.head_rows(vocab_start, vocab_end)
+        weight = head.astype(h.dtype)
         logits = jnp.einsum("...d,vd->...v", h, weight, preferred_element_type=jnp.float32)
         if cfg.final_logit_softcap is not None:
             logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap

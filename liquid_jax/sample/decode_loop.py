@@ -81,6 +81,9 @@ class DecodePlan:
     stop_tokens: tuple[int, ...]
     pad_id: int
     keep_logits: bool = False
+    # On CPU a weight slice is a copy, so the layers' weights are sliced once per
+    # generation (a second copy of them); accelerators fuse the slice into the matmul.
+    slice_weights_once: bool = False
 
 
 @jax.tree_util.register_dataclass
@@ -153,8 +156,28 @@ def _prefill(graphdef, params, tokens, segment_ids, positions, key, guidance_sca
     return _advance(state, logits, plan)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LoopWeights:
+    """Weights every decode step reads, sliced out of the model once per generation."""
+
+    layers: list[nnx.State] | None  # per-layer weights, or None: sliced inside the step
+    head: jax.Array  # the LM-head rows of the sampled vocabulary slice
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "plan"))
+def _loop_weights(graphdef, params, *, plan: DecodePlan) -> LoopWeights:
+    model = nnx.merge(graphdef, params)
+    return LoopWeights(
+        layers=model.layer_params() if plan.slice_weights_once else None,
+        head=model.head_rows(plan.vocab_start, plan.vocab_end),
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "plan"), donate_argnames=("state",))
-def _decode(graphdef, params, state: DecodeState, until_step, *, plan: DecodePlan) -> DecodeState:
+def _decode(
+    graphdef, params, weights: LoopWeights, state: DecodeState, until_step, *, plan: DecodePlan
+) -> DecodeState:
     """Decodes one token per row until ``until_step`` tokens exist or every row is done."""
     model = nnx.merge(graphdef, params)
 
@@ -164,9 +187,9 @@ def _decode(graphdef, params, state: DecodeState, until_step, *, plan: DecodePla
     def one_step(s: DecodeState) -> DecodeState:
         ones = jnp.ones_like(s.last_token)[:, None]
         hidden, cache = model.hidden_states(
-            s.last_token[:, None], s.next_position[:, None], ones, s.cache
+            s.last_token[:, None], s.next_position[:, None], ones, s.cache, weights.layers
         )
-        logits = model.project(hidden[:, 0], plan.vocab_start, plan.vocab_end)
+        logits = model.project(hidden[:, 0], plan.vocab_start, plan.vocab_end, weights.head)
         s = dataclasses.replace(s, cache=cache, next_position=s.next_position + 1)
         return _advance(s, logits, plan)
 
@@ -259,6 +282,7 @@ def generate_tokens(
         stop_tokens=tuple(int(t) for t in stop_tokens),
         pad_id=pad_id,
         keep_logits=keep_logits,
+        slice_weights_once=jax.default_backend() == "cpu",
     )
     placement = BatchPlacement(mesh, len(prompts), guided=plan.guided)
     graphdef, params = nnx.split(model)
@@ -267,11 +291,12 @@ def generate_tokens(
     scale = 1.0 if guidance_scale is None else guidance_scale
     with tqdm(total=num_steps, desc=progress, unit="tok", disable=progress is None) as bar, placement.context():
         state = _prefill(graphdef, params, *inputs, jax.random.key(seed), scale, plan=plan)
+        weights = _loop_weights(graphdef, params, plan=plan) if num_steps > 1 else None
         step = 1
         bar.update(1)
         while step < num_steps:
             until = num_steps if progress is None else min(step + chunk, num_steps)
-            state = _decode(graphdef, params, state, until, plan=plan)
+            state = _decode(graphdef, params, weights, state, until, plan=plan)
             reached = int(state.step)
             bar.update(reached - step)
             step = reached

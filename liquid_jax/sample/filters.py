@@ -41,26 +41,55 @@ class SamplingParams:
 GREEDY = SamplingParams(greedy=True)
 
 
+def _order_keys(x: jax.Array) -> jax.Array:
+    """float32 -> uint32 keys in the same order (negative floats flipped below positive ones)."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _largest_key_where(holds, rows: tuple[int, ...]) -> jax.Array:
+    """Per row, the largest uint32 key t with ``holds(t)`` [..., 1], by bisection.
+
+    ``holds`` must be true at key 0 and, once false, stay false for larger keys. 32 halvings
+    of the key range find t exactly; each costs one pass over the row, far less than the
+    sort a top-k or top-p needs on a CPU.
+    """
+    lo = jnp.zeros(rows + (1,), jnp.uint32)
+    hi = jnp.full(rows + (1,), 0xFFFFFFFF, jnp.uint32)
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2 + (hi - lo) % 2
+        ok = holds(mid)
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
+
+    return jax.lax.fori_loop(0, 32, halve, (lo, hi))[0]
+
+
 def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
     """Sets every logit below the k-th largest of its row to -inf (ties with it stay)."""
     k = min(k, logits.shape[-1])
-    kth_largest = jax.lax.top_k(logits, k)[0][..., -1:]
+    keys = _order_keys(logits)
+    kth_key = _largest_key_where(lambda t: jnp.sum(keys >= t, axis=-1, keepdims=True) >= k, logits.shape[:-1])
+    kth_largest = jnp.max(jnp.where(keys == kth_key, logits, -jnp.inf), axis=-1, keepdims=True)
     return jnp.where(logits < kth_largest, -jnp.inf, logits)
 
 
 def top_p_filter(logits: jax.Array, p: float | jax.Array) -> jax.Array:
     """Keeps the most probable tokens whose total probability first exceeds ``p``.
 
-    Tokens are sorted by ascending logit; those whose cumulative probability is still
-    <= 1 - p are removed, the largest one never is.
+    A token is removed when the probability of it and every smaller logit is still
+    <= 1 - p (Hugging Face's rule over the ascending sort); the largest logit never is.
+    Exactly tied logits are kept or removed together, where Hugging Face's stable sort
+    may split a tie at the boundary.
     """
-    order = jnp.argsort(logits, axis=-1, stable=True)
-    ascending = jnp.take_along_axis(logits, order, axis=-1)
-    cumulative = jnp.cumsum(jax.nn.softmax(ascending, axis=-1), axis=-1)
-    remove_sorted = cumulative <= 1.0 - p
-    remove_sorted = remove_sorted.at[..., -1].set(False)
-    rows = jnp.arange(logits.shape[0])[:, None]
-    remove = jnp.zeros_like(remove_sorted).at[rows, order].set(remove_sorted)
+    keys = _order_keys(logits)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    below = _largest_key_where(
+        lambda t: jnp.sum(jnp.where(keys <= t, probs, 0.0), axis=-1, keepdims=True) <= 1.0 - p,
+        logits.shape[:-1],
+    )
+    remove = (keys <= below) & (logits < jnp.max(logits, axis=-1, keepdims=True))
     return jnp.where(remove, -jnp.inf, logits)
 
 
