@@ -47,15 +47,20 @@ def _order_keys(x: jax.Array) -> jax.Array:
     return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
 
 
-def _largest_key_where(holds, rows: tuple[int, ...]) -> jax.Array:
-    """Per row, the largest uint32 key t with ``holds(t)`` [..., 1], by bisection.
+def _key_value(key: jax.Array) -> jax.Array:
+    """The float32 whose ``_order_keys`` is ``key``."""
+    bits = jnp.where(key >> 31 == 1, key ^ jnp.uint32(0x80000000), ~key)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
-    ``holds`` must be true at key 0 and, once false, stay false for larger keys. 32 halvings
-    of the key range find t exactly; each costs one pass over the row, far less than the
-    sort a top-k or top-p needs on a CPU.
+
+def _largest_where(holds, rows: tuple[int, ...], bits: int = 32) -> jax.Array:
+    """Per row, the largest t in [0, 2**bits) with ``holds(t)`` (uint32 [..., 1]), by bisection.
+
+    ``holds`` must be true at 0 and, once false, stay false for larger t. Each of the
+    ``bits`` halvings costs one pass over the row, far less than a sort on a CPU.
     """
     lo = jnp.zeros(rows + (1,), jnp.uint32)
-    hi = jnp.full(rows + (1,), 0xFFFFFFFF, jnp.uint32)
+    hi = jnp.full(rows + (1,), 2**bits - 1, jnp.uint32)
 
     def halve(_, bounds):
         lo, hi = bounds
@@ -63,16 +68,15 @@ def _largest_key_where(holds, rows: tuple[int, ...]) -> jax.Array:
         ok = holds(mid)
         return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
 
-    return jax.lax.fori_loop(0, 32, halve, (lo, hi))[0]
+    return jax.lax.fori_loop(0, bits, halve, (lo, hi))[0]
 
 
 def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
     """Sets every logit below the k-th largest of its row to -inf (ties with it stay)."""
     k = min(k, logits.shape[-1])
     keys = _order_keys(logits)
-    kth_key = _largest_key_where(lambda t: jnp.sum(keys >= t, axis=-1, keepdims=True) >= k, logits.shape[:-1])
-    kth_largest = jnp.max(jnp.where(keys == kth_key, logits, -jnp.inf), axis=-1, keepdims=True)
-    return jnp.where(logits < kth_largest, -jnp.inf, logits)
+    kth_key = _largest_where(lambda t: jnp.sum(keys >= t, axis=-1, keepdims=True) >= k, logits.shape[:-1])
+    return jnp.where(logits < _key_value(kth_key), -jnp.inf, logits)
 
 
 def top_p_filter(logits: jax.Array, p: float | jax.Array) -> jax.Array:
@@ -85,7 +89,7 @@ def top_p_filter(logits: jax.Array, p: float | jax.Array) -> jax.Array:
     """
     keys = _order_keys(logits)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    below = _largest_key_where(
+    below = _largest_where(
         lambda t: jnp.sum(jnp.where(keys <= t, probs, 0.0), axis=-1, keepdims=True) <= 1.0 - p,
         logits.shape[:-1],
     )
@@ -107,5 +111,25 @@ def choose_tokens(logits: jax.Array, key: jax.Array, params: SamplingParams) -> 
     """One token index per row of ``logits`` [batch, vocab] -> int32 [batch]."""
     if params.greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    filtered = filter_logits(logits, params)
-    return jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
+    return draw_tokens(key, filter_logits(logits, params))
+
+
+def draw_tokens(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """One index per row drawn from softmax(``logits``) [batch, vocab] -> int32 [batch].
+
+    Inverts each row's cumulative distribution at one uniform number: the index is the
+    number of tokens whose running total is <= u, found by bisection, so a step needs one
+    random number per row instead of one per vocabulary entry.
+    """
+    vocab = logits.shape[-1]
+    probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+    u = jax.random.uniform(key, probs.shape[:-1] + (1,)) * jnp.sum(probs, axis=-1, keepdims=True)
+    index = jnp.arange(vocab, dtype=jnp.uint32)
+    before = _largest_where(
+        lambda t: jnp.sum(jnp.where(index < t, probs, 0.0), axis=-1, keepdims=True) <= u,
+        probs.shape[:-1],
+        bits=int(vocab).bit_length(),
+    )
+    # u rounded up to the total leaves no token above it: take the last possible one.
+    last = jnp.max(jnp.where(probs > 0, index, 0), axis=-1, keepdims=True)
+    return jnp.minimum(before, last)[..., 0].astype(jnp.int32)
