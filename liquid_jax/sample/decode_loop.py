@@ -86,6 +86,18 @@ class DecodePlan:
     slice_weights_once: bool = False
 
 
+# Above this many bytes of layer weights the CPU sampler slices them at every step
+# rather than hold a second copy (slower, but a large model still fits in memory).
+SLICE_ONCE_MAX_BYTES = 4 * 2**30
+
+
+def _slice_weights_once(model: Transformer) -> bool:
+    if jax.default_backend() != "cpu":
+        return False
+    layer_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(nnx.state(model.layers)))
+    return layer_bytes <= SLICE_ONCE_MAX_BYTES
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class DecodeState:
@@ -282,7 +294,7 @@ def generate_tokens(
         stop_tokens=tuple(int(t) for t in stop_tokens),
         pad_id=pad_id,
         keep_logits=keep_logits,
-        slice_weights_once=jax.default_backend() == "cpu",
+        slice_weights_once=_slice_weights_once(model),
     )
     placement = BatchPlacement(mesh, len(prompts), guided=plan.guided)
     graphdef, params = nnx.split(model)
