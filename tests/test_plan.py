@@ -47,6 +47,12 @@ def test_fsdp_divides_the_state_over_devices(replicated):
     assert sharded.argument_bytes < replicated[1].argument_bytes / 4
 
 
+@pytest.mark.parametrize("topology,chips", [("v4-32", 16), ("v5:2x2x2", 8)])
+def test_megacore_generations_plan_one_device_per_chip(topology, chips):
+    report = plan.plan(tiny(), topology)
+    assert report.fits and report.devices == chips and report.mesh["data"] == chips
+
+
 def test_compiler_refusal_is_reported_as_not_fitting():
     # ~30B params: the TPU compiler itself fails with RESOURCE_EXHAUSTED
     config = tiny(d_model=8192, mlp_dim=65536, num_layers=16, num_heads=64, num_kv_heads=64, head_dim=128)

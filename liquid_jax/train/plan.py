@@ -49,6 +49,8 @@ TOPOLOGIES: dict[str, Topology] = {
     "v6e-256": Topology("tpu", "v6e:16x16", 32 * GiB),
 }
 HBM_BY_GENERATION = {"v4": 32 * GiB, "v5": 95 * GiB, "v5p": 95 * GiB, "v5e": 16 * GiB, "v6e": 32 * GiB}
+# Generations with two TensorCores per chip, which jax drives as one device ("megacore").
+MEGACORE_GENERATIONS = ("v4", "v5", "v5p")
 GPU_HBM = {"H100": 80 * GiB, "H200": 141 * GiB, "A100": 80 * GiB}
 
 
@@ -111,8 +113,12 @@ def _devices(topology: Topology) -> list:
     # Compile-only use: do not take libtpu's one-process lock (another jax process on
     # this machine may hold it while probing for TPUs).
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    options = {}
+    if topology.platform == "tpu" and topology.name.split(":")[0] in MEGACORE_GENERATIONS:
+        options["chip_config_name"] = "megacore"  # one device per chip, as jax runs them
     try:
-        return list(topologies.get_topology_desc(topology_name=topology.name, platform=topology.platform).devices)
+        desc = topologies.get_topology_desc(topology_name=topology.name, platform=topology.platform, **options)
+        return list(desc.devices)
     except NotImplementedError as e:
         raise RuntimeError(
             f"jax cannot describe {topology.platform} topology {topology.name!r} on this machine ({e}); "
