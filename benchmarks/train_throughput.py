@@ -4,7 +4,13 @@ One small Llama-style model (d_model 512, 8 layers, 32k text + 8192 image vocabu
 rows of 512 tokens) is trained for the same number of steps on the same random batches
 by ``liquid_jax.train.trainer.train`` and by ``LlamaForCausalLM`` with ``torch.optim.AdamW``,
 both in float32 on the CPU. The machine's matmul peak is measured in the same run, and
-MFU is our model FLOP/s against it.
+MFU is model FLOP/s against it.
+
+Our run uses the settings a user of this model size would pick: scanned layers, no
+remat, and ``train.loss_chunk_size=0`` (one vocabulary chunk: the [2048, 40192] fp32
+logits fit easily, so the LM-head matmul is not recomputed). Like ``liquid-jax``, the
+script first restarts itself with huge-page malloc (``liquid_jax.host_memory``); the
+PyTorch reference runs in the same process, so it gets the same allocator.
 
     python benchmarks/train_throughput.py [--steps 8] [--out benchmarks/results/train_throughput.json]
 """
@@ -20,14 +26,18 @@ import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import torch
-import transformers
-from tqdm import tqdm
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from liquid_jax import host_memory  # noqa: E402
+
+host_memory.reexec_with_hugepages()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from liquid_jax.model.config import TransformerConfig, model_config_dict  # noqa: E402
 from liquid_jax.sharding import make_mesh  # noqa: E402
@@ -61,7 +71,7 @@ def run_config(steps: int):
     config.optimizer.warmup_steps = 0
     config.optimizer.schedule = "constant"
     config.train.steps = steps
-    config.train.loss_chunk_size = 8192
+    config.train.loss_chunk_size = 0
     config.checkpoint.every = 10**9  # only the final save
     return config
 
@@ -143,6 +153,18 @@ def matmul_peak(size: int = 2048, repeats: int = 20) -> float:
     return best
 
 
+FLOPS_FORMULA = (
+    "6 * (num_layers * (d_model * head_dim * (2 * num_heads + 2 * num_kv_heads) + 3 * d_model * mlp_dim)"
+    " + d_model * vocab_size + num_layers * seq_len * num_heads * head_dim) per token: forward + backward"
+    " matmuls of all weights (LM head included) plus causal attention scores and values"
+)
+
+
+def load_average() -> float:
+    """The 1-minute load average (other processes distort CPU timings)."""
+    return os.getloadavg()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
@@ -153,11 +175,15 @@ def main() -> None:
     jax.config.update("jax_default_matmul_precision", "highest")
     batches = random_batches(args.steps)
 
+    loads = [load_average()]
     peak = matmul_peak()
     ours_tps, ours_losses = ours(batches)
+    loads.append(load_average())
     ref_tps, ref_losses = reference(batches)
+    loads.append(load_average())
     peak_after = matmul_peak()
-    model = TransformerConfig.from_dict(run_config(args.steps).model.to_dict())
+    run = run_config(args.steps)
+    model = TransformerConfig.from_dict(run.model.to_dict())
     flops_per_token = flops.training_flops_per_token(model, SEQ)
     measured_peak = max(peak, peak_after)
     result = {
@@ -168,12 +194,19 @@ def main() -> None:
         "reference_mfu": ref_tps * flops_per_token / measured_peak,
         "matmul_peak_flops": measured_peak,
         "flops_per_token": flops_per_token,
+        "flops_formula": FLOPS_FORMULA,
+        "conditions": {
+            "load_average_start_after_ours_after_reference": loads,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        },
         "ours_losses": ours_losses,
         "reference_losses": ref_losses,
         "config": {
             "family": "llama", "d_model": D_MODEL, "num_layers": LAYERS, "num_heads": HEADS,
             "mlp_dim": MLP, "vocab_size": TEXT_VOCAB + IMAGE_CODES, "batch_size": BATCH,
-            "seq_len": SEQ, "steps": args.steps, "dtype": "float32",
+            "seq_len": SEQ, "steps": args.steps, "dtype": "float32", "scan_layers": model.scan_layers,
+            "remat": model.remat, "loss_chunk_size": run.train.loss_chunk_size,
             "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
             "jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,

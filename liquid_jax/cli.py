@@ -11,6 +11,8 @@ import sys
 
 from absl import app, flags
 
+from liquid_jax import host_memory
+
 # (subcommand words) -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {}
 
@@ -42,6 +44,8 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # run as the program, not called from Python: allocator first
+        host_memory.reexec_with_hugepages()
     argv = list(sys.argv if argv is None else argv)
     args = argv[1:]
     for n in (2, 1):

@@ -41,15 +41,19 @@ def dot_product_attention(
     """Attention of q [B, T, H, Dh] over k, v [B, S, K, Dh] (H a multiple of K).
 
     Query head h reads key/value head h // (H // K). Logits and softmax are float32;
-    the result [B, T, H, Dh] has v's dtype.
+    the result [B, T, H, Dh] has v's dtype. The G = H // K query heads that share a
+    key/value head are stacked along the query axis ([B, K, G * T, Dh]), so both
+    products are plain batched matmuls without repeating k and v.
     """
     b, t, h, dh = q.shape
     kv_heads = k.shape[2]
-    q = q.reshape(b, t, kv_heads, h // kv_heads, dh)
-    logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    groups = h // kv_heads
+    q = q.reshape(b, t, kv_heads, groups, dh).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * t, dh)
+    logits = jnp.einsum("bkqd,bskd->bkqs", q, k, preferred_element_type=jnp.float32) * scale
+    logits = logits.reshape(b, h, t, -1)
     if softcap is not None:
         logits = jnp.tanh(logits / softcap) * softcap
-    logits = jnp.where(mask[:, None, None, :, :], logits, MASKED_LOGIT)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(b, t, h, dh)
+    logits = jnp.where(mask[:, None, :, :], logits, MASKED_LOGIT)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b, kv_heads, groups * t, -1)
+    out = jnp.einsum("bkqs,bskd->bkqd", probs, v).reshape(b, kv_heads, groups, t, dh)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)

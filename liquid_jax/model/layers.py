@@ -7,6 +7,7 @@ been sliced away.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -63,7 +64,12 @@ class RMSNorm(nnx.Module):
 
 
 class Projection(nnx.Module):
-    """An einsum with a (stacked) kernel and an optional bias over the output dims."""
+    """A dense layer: its (stacked) kernel [*in, *out] contracts the trailing ``in_dims``
+    dims of the input; an optional bias is added over the out dims.
+
+    The input and kernel are flattened to one 2-D matmul, whose gradients are plain
+    matmuls too (batched-dims einsums make XLA:CPU transpose activations).
+    """
 
     def __init__(
         self,
@@ -71,10 +77,12 @@ class Projection(nnx.Module):
         layers: int,
         kernel_shape: Sequence[int],
         kernel_axes: Sequence[str],
+        in_dims: int = 1,
         bias_dims: int = 0,
         *,
         rngs: nnx.Rngs,
     ):
+        self.in_dims = in_dims
         self.kernel = stacked_param(rngs, config, layers, kernel_shape, kernel_axes)
         if bias_dims:
             self.bias = stacked_param(
@@ -83,8 +91,12 @@ class Projection(nnx.Module):
         else:
             self.bias = None
 
-    def __call__(self, x: jax.Array, equation: str) -> jax.Array:
-        y = jnp.einsum(equation, x, self.kernel[...].astype(x.dtype))
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...].astype(x.dtype)
+        in_shape, out_shape = kernel.shape[: self.in_dims], kernel.shape[self.in_dims :]
+        lead = x.shape[: x.ndim - self.in_dims]
+        y = jnp.dot(x.reshape(-1, math.prod(in_shape)), kernel.reshape(math.prod(in_shape), -1))
+        y = y.reshape(*lead, *out_shape)
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
         return y
@@ -100,10 +112,12 @@ class Attention(nnx.Module):
         # A single (multi-query) KV head cannot be split over the tensor axis: replicate it.
         kv_axis = "kv_heads" if kv > 1 else None
         self.kv_activation_axis = "activation_kv_heads" if kv > 1 else None
-        self.q_proj = Projection(config, n, (d, h, dh), ("embed", "q_heads", "head_dim"), bias, rngs=rngs)
-        self.k_proj = Projection(config, n, (d, kv, dh), ("embed", kv_axis, "head_dim"), bias, rngs=rngs)
-        self.v_proj = Projection(config, n, (d, kv, dh), ("embed", kv_axis, "head_dim"), bias, rngs=rngs)
-        self.o_proj = Projection(config, n, (h, dh, d), ("q_heads", "head_dim", "embed"), rngs=rngs)
+        q_axes, kv_axes = ("embed", "q_heads", "head_dim"), ("embed", kv_axis, "head_dim")
+        self.q_proj = Projection(config, n, (d, h, dh), q_axes, bias_dims=bias, rngs=rngs)
+        self.k_proj = Projection(config, n, (d, kv, dh), kv_axes, bias_dims=bias, rngs=rngs)
+        self.v_proj = Projection(config, n, (d, kv, dh), kv_axes, bias_dims=bias, rngs=rngs)
+        o_axes = ("q_heads", "head_dim", "embed")
+        self.o_proj = Projection(config, n, (h, dh, d), o_axes, in_dims=2, rngs=rngs)
         self.scale = (config.query_pre_attn_scalar or config.head_dim) ** -0.5
         self.softcap = config.attn_logit_softcap
 
@@ -118,16 +132,16 @@ class Attention(nnx.Module):
         """
         q_axes = ("batch", "activation_length", "activation_heads", None)
         kv_axes = ("batch", "activation_length", self.kv_activation_axis, None)
-        q = constrain(self.q_proj(x, "btd,dhk->bthk"), q_axes)
-        k = constrain(self.k_proj(x, "btd,dhk->bthk"), kv_axes)
-        v = constrain(self.v_proj(x, "btd,dhk->bthk"), kv_axes)
+        q = constrain(self.q_proj(x), q_axes)
+        k = constrain(self.k_proj(x), kv_axes)
+        v = constrain(self.v_proj(x), kv_axes)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is not None:
             kv = write_layer(*kv, k, v, index)
             # Attention takes [B, S, K, Dh]; XLA folds this swap into its dot.
             k, v = jnp.swapaxes(kv[0], 1, 2), jnp.swapaxes(kv[1], 1, 2)
         out = dot_product_attention(q, k, v, mask, self.scale, self.softcap)
-        return self.o_proj(out, "bthk,hkd->btd"), kv
+        return self.o_proj(out), kv
 
 
 class MLP(nnx.Module):
@@ -141,11 +155,11 @@ class MLP(nnx.Module):
         self.activation = config.activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        gate = self.gate_proj(x, "btd,df->btf")
+        gate = self.gate_proj(x)
         gate = jax.nn.gelu(gate, approximate=True) if self.activation == "gelu_tanh" else jax.nn.silu(gate)
-        hidden = gate * self.up_proj(x, "btd,df->btf")
+        hidden = gate * self.up_proj(x)
         hidden = constrain(hidden, ("batch", "activation_length", "activation_mlp"))
-        return self.down_proj(hidden, "btf,fd->btd")
+        return self.down_proj(hidden)
 
 
 class Block(nnx.Module):

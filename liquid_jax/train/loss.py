@@ -4,8 +4,10 @@ Liquid's objective is plain cross-entropy over the loss-masked target tokens plu
 optional z-loss ``coef * logsumexp(logits)**2`` (Baichuan 2's stabiliser, used by the
 paper for 7B+ models). A 264k-row LM head would make ``[tokens, vocab]`` fp32 logits the
 largest activation of the step, so the log-partition is accumulated one vocabulary
-chunk at a time; each chunk is rematerialised in the backward pass, so at most one
-``[tokens, chunk]`` block of logits is alive at once.
+chunk at a time; with several chunks, each is rematerialised in the backward pass, so
+at most one ``[tokens, chunk]`` block of logits is alive at once. A single chunk
+(``chunk_size`` 0 or >= the vocabulary) keeps its logits for the backward pass, which
+saves recomputing the LM-head matmul when the full logits fit in memory.
 
 Everything is returned as sums and counts (not means) so that gradient-accumulation
 micro-batches and data-parallel shards combine exactly.
@@ -52,8 +54,9 @@ def log_partition_and_target_logit(
     Only rows ``[0, vocab_size)`` are projected, so padded LM-head rows never enter.
     """
 
+    chunks = vocab_chunks(vocab_size, chunk_size)
+
     def one_chunk(start: int, end: int):
-        @jax.checkpoint
         def chunk_stats(targets):
             logits = logits_fn(start, end).astype(jnp.float32)
             peak = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
@@ -65,9 +68,10 @@ def log_partition_and_target_logit(
             )[..., 0]
             return lse, jnp.where(inside, picked, 0.0)
 
-        return chunk_stats(targets)
+        # One chunk: keep its logits (the backward pass needs all of them at once anyway).
+        return (chunk_stats if len(chunks) == 1 else jax.checkpoint(chunk_stats))(targets)
 
-    lses, picks = zip(*(one_chunk(s, e) for s, e in vocab_chunks(vocab_size, chunk_size)))
+    lses, picks = zip(*(one_chunk(s, e) for s, e in chunks))
     lse = jax.nn.logsumexp(jnp.stack(lses, axis=-1), axis=-1)
     return lse, sum(picks)
 
