@@ -5,8 +5,9 @@ codes), 4 images of 16x16 = 256 codes with classifier-free guidance (8 rows), cf
 temperature 0.99, top-k 4096, top-p 0.96. The reference is upstream's algorithm with
 torch and transformers (KV cache, full-vocabulary logits, both halves in one batch, the
 same filters); ours is the jitted prefill + while_loop computing only the image rows
-of the LM head. Both run float32 on this machine's CPU, one after the other; our
-compile time is reported separately and not counted.
+of the LM head. Both run float32 on this machine's CPU, one after the other, in one
+process that (like ``liquid-jax``) runs with huge-page malloc; our compile time is
+reported separately and not counted.
 
   python benchmarks/sample_throughput.py [--out benchmarks/results/sample_throughput.json]
 """
@@ -23,6 +24,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # the torch reference loop lives with the tests
+
+from liquid_jax import host_memory  # noqa: E402
+
+host_memory.reexec_with_hugepages()  # as `liquid-jax sample` does
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -123,6 +128,7 @@ def main() -> None:
         # both runs, torch's thread pool usually more.
         "load_average": [load_before[0], os.getloadavg()[0]],
         "torch_threads": torch.get_num_threads(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "versions": {"jax": jax.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
     }

@@ -30,9 +30,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 KINDS = ("circle", "square", "triangle", "diamond", "cross")
 # Side of a shape's bounding square in pixels.
-SIZES: dict[str, int] = {"small": 16, "large": 26}
-# Grid coordinate (row or column) -> pixel centre of that row or column.
-GRID_CENTRES = (15.0, 32.0, 49.0)
+SIZES: dict[str, int] = {"small": 18, "large": 24}
+# Grid coordinate (row or column) -> pixel centre of that row or column. The centres are
+# multiples of 8, so a shape covers the same pixels of its 8x8 (and 4x4) patches wherever it
+# sits: a patch-based image tokenizer sees one pattern per shape, moved by whole patches.
+GRID_CENTRES = (16.0, 32.0, 48.0)
 POSITIONS: dict[str, tuple[int, int]] = {
     "top left": (0, 0),
     "top": (0, 1),

@@ -1,7 +1,8 @@
 """Stage ``evaluate``: what the demo measures.
 
-* text-to-image: one image per held-out prompt (CFG sampling), read back by the shapes
-  checker (``t2i_accuracy``);
+* text-to-image: one image per held-out prompt, drawn with guidance and the ``sample``
+  settings (by default top-k 1: the world is deterministic, so the most likely code is the
+  right one), read back by the shapes checker (``t2i_accuracy``);
 * captioning: greedy captions of the renders of the held-out prompts (``caption_accuracy``);
 * text perplexity on held-out documents, of the base LM and of the Liquid model;
 * both also on the prompts whose scene is not among the training pairs (``unseen_*``) and
