@@ -52,9 +52,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # Batch 8: on a 2-core CPU twice the tokens per second of batch 16, so twice the steps.
     c.liquid = _run(steps=2400, batch_size=8, learning_rate=3e-3, warmup_steps=30, text_weight=1.0,
                     image_weight=5.0, t2i_ratio=0.6, cfg_drop=0.1)
-    # Top-k 1 with guidance: each prompt of this world has exactly one right image.
+    # Top-k 1: each prompt of this world has exactly one right image. Mild guidance: on the
+    # default run t2i_accuracy is 0.73 / 0.75 / 0.75 / 0.67 / 0.27 / 0.0 at cfg 1 / 1.3 /
+    # 1.6 / 2 / 3 / 5 (strong guidance pushes this small model off its image distribution).
     c.sample = ml_collections.ConfigDict(dict(
-        cfg=3.0, temperature=1.0, top_k=1, top_p=1.0, caption_max_tokens=40,
+        cfg=1.5, temperature=1.0, top_k=1, top_p=1.0, caption_max_tokens=40,
     ))
     # --experiment scaling: model sizes (d_model, num_layers) and the three data mixes;
     # --experiment mutual_boost: how much extra t2i / caption data is added.
