@@ -139,7 +139,7 @@ class Transformer(nnx.Module):
         else:
             # With a cache the layers run unrolled, each on its own cache arrays.
             if layer_params is None:
-                layer_params = [jax.tree.map(lambda a: a[i], layer_state) for i in range(cfg.num_layers)]
+                layer_params = self.layer_params()
             written = []
             for i, state in enumerate(layer_params):
                 x, kv = layer(x, (state, local_flags[i], None if cache is None else (cache.k[i], cache.v[i])))
