@@ -139,6 +139,23 @@ def test_dead_codes_are_restarted_from_latents_and_live_ones_kept():
     assert float(jnp.abs(new[dead] - 10.0).max()) < 5.0  # drawn from the latents (mean 10)
 
 
+def test_dead_codes_are_restarted_where_the_codebook_fits_worst():
+    import jax
+
+    # 95% of the latents sit on the one live code (a flat background); 5% are far away.
+    rng = np.random.default_rng(1)
+    near = rng.normal(0.0, 0.01, (950, 2))
+    far = rng.normal(0.0, 1.0, (50, 2)) + np.array([6.0, 0.0])
+    z = jnp.asarray(np.concatenate([near, far]), jnp.float32)
+    emb = jnp.zeros((64, 2))
+    usage = jnp.zeros((64,)).at[0].set(1.0)
+    new, dead = codebook.restart_dead(emb, usage, z, 0.01, jax.random.key(0))
+    assert int(dead.sum()) == 63
+    from_far = np.asarray(new[1:, 0]) > 3.0
+    # Uniform restarts would take about 5% from the far cluster.
+    assert from_far.mean() > 0.95
+
+
 def test_shape_images_are_deterministic_and_varied():
     a, b = shape_images(6, 32, seed=3), shape_images(6, 32, seed=3)
     np.testing.assert_array_equal(a, b)

@@ -25,13 +25,23 @@ def ema_update(count: jax.Array, total: jax.Array, z: jax.Array, codes: jax.Arra
 
 def restart_dead(embedding: jax.Array, usage: jax.Array, z: jax.Array, threshold: float,
                  key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Re-initialises codes whose usage is below ``threshold`` from random latents ``z``.
+    """Re-initialises codes whose usage is below ``threshold`` from latents ``z``.
 
+    Each dead code takes a latent drawn with probability proportional to its squared
+    distance from the nearest live code (k-means++ seeding), so new codes go where the
+    codebook fits worst. Uniform draws would mostly land on the commonest latents (a flat
+    background) and split them over many codes that carry no information.
     Returns (embedding, dead mask). A little noise keeps restarted codes distinct.
     """
     z = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
     dead = usage < threshold
-    pick = jax.random.randint(key, (embedding.shape[0],), 0, z.shape[0])
+    live = embedding.astype(jnp.float32)
+    distances = (jnp.sum(z * z, -1, keepdims=True) - 2 * z @ live.T + jnp.sum(live * live, -1))
+    nearest = jnp.min(jnp.where(dead[None, :], jnp.inf, distances), axis=-1)
+    # With no live code every latent is equally far; take them uniformly.
+    error = jnp.where(jnp.isfinite(nearest), jnp.maximum(nearest, 0.0), 1.0)
+    logits = jnp.where(error.sum() > 0, jnp.log(error), 0.0)
+    pick = jax.random.categorical(key, logits, shape=(embedding.shape[0],))
     noise = 0.01 * jnp.std(z) * jax.random.normal(jax.random.fold_in(key, 1), embedding.shape)
     fresh = (z[pick] + noise).astype(embedding.dtype)
     return jnp.where(dead[:, None], fresh, embedding), dead
