@@ -101,3 +101,22 @@ def test_boost_mixes_add_data_to_one_task_only():
     assert t2i_share(mixes["+ t2i data"]) == pytest.approx(t2i_share(base) + 2.0)
     assert t2i_share(mixes["+ caption data"]) == pytest.approx(t2i_share(base))
     assert caption_share(mixes["+ caption data"]) == pytest.approx(caption_share(base) + 2.0)
+
+
+def test_two_shape_oversampling_changes_the_training_scenes_only():
+    from liquid_jax.data import shapes
+    from liquid_jax.demo import world as world_stage
+
+    c = load_config_file(CONFIG).world
+    own = world_stage.world_of(c.name)
+    c.train_two_shape_fraction = -1.0
+    assert world_stage.training_world(c) == own
+    c.train_two_shape_fraction = 0.6
+    scenes = shapes.sample_scenes(2000, "train", 0, world_stage.training_world(c))
+    two = sum(len(s.shapes) == 2 for s in scenes) / len(scenes)
+    # Training scenes with a held-out (colour, kind) pair are redrawn, two-shape ones more often.
+    kept = 1 - len(own.heldout_pairs) / (len(own.colours) * len(own.kinds))
+    expected = 0.6 * kept**2 / (0.6 * kept**2 + 0.4 * kept)
+    assert abs(two - expected) < 0.045  # 4 standard errors
+    # Held-out prompts are drawn from the world itself.
+    assert own.two_shape_fraction == 0.25 and world_stage.world_of(c.name) == own

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -25,6 +26,16 @@ def world_of(name: str) -> shapes.World:
     return WORLDS[name]
 
 
+def training_world(c) -> shapes.World:
+    """The world the training pairs are drawn from: ``c.name``'s, with two-shape scenes at
+    ``c.train_two_shape_fraction`` when that is set (>= 0). Held-out prompts keep the world's
+    own fraction, so over-sampling the harder two-shape scenes changes only the training mix."""
+    world = world_of(c.name)
+    if c.train_two_shape_fraction >= 0:
+        world = dataclasses.replace(world, two_shape_fraction=c.train_two_shape_fraction)
+    return world
+
+
 def _write_jsonl(path: str, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
@@ -33,7 +44,7 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 
 def run(context: Context) -> dict:
     c = context.config.world
-    world = world_of(c.name)
+    world = training_world(c)
     seed = context.config.seed
     images_dir = os.path.join(context.stage_dir(STAGE), "train", "images")
     os.makedirs(images_dir, exist_ok=True)
@@ -46,7 +57,7 @@ def run(context: Context) -> dict:
     _write_jsonl(context.path(STAGE, "train", "captions.jsonl"), rows)
 
     os.makedirs(context.path(STAGE, "text"), exist_ok=True)
-    corpus = shapes.text_corpus(c.text_docs, seed, world)
+    corpus = shapes.text_corpus(c.text_docs, seed, world_of(c.name))
     _write_jsonl(context.path(STAGE, "text", "corpus.jsonl"),
                  [{"id": f"doc{i}", "text": t} for i, t in enumerate(corpus)])
 
