@@ -1,6 +1,6 @@
 """The built-in demo: a mini-Liquid on the synthetic shapes world, end to end.
 
-  liquid-jax demo --workdir=/tmp/demo                                 # ~760 CPU-seconds
+  liquid-jax demo --workdir=/tmp/demo                                 # ~11 min on 2 cores
   liquid-jax demo --workdir=/tmp/smoke --config=configs/demo.py:smoke  # seconds
   liquid-jax demo --workdir=/tmp/demo --config.liquid.steps=3600      # any key can be overridden
 

@@ -1,6 +1,7 @@
 """Stage ``world``: the shapes world on disk, in the formats a user's own data would have.
 
-* ``train/images/*.png`` + ``train/captions.jsonl`` ({"image", "caption"}): image-text pairs;
+* ``train/images/*.png`` + ``train/captions.jsonl`` ({"image", "caption"}): image-text pairs,
+  with two-shape scenes over-sampled when ``world.train_two_shape_fraction`` is set;
 * ``text/corpus.jsonl`` ({"id", "text"}): the text-only corpus.
 """
 
@@ -10,6 +11,7 @@ import dataclasses
 import json
 import os
 
+import ml_collections
 import PIL.Image
 from tqdm import tqdm
 
@@ -26,7 +28,7 @@ def world_of(name: str) -> shapes.World:
     return WORLDS[name]
 
 
-def training_world(c) -> shapes.World:
+def training_world(c: ml_collections.ConfigDict) -> shapes.World:
     """The world the training pairs are drawn from: ``c.name``'s, with two-shape scenes at
     ``c.train_two_shape_fraction`` when that is set (>= 0). Held-out prompts keep the world's
     own fraction, so over-sampling the harder two-shape scenes changes only the training mix."""
