@@ -15,7 +15,6 @@ from liquid_jax.train.config import base_model, train_config
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config = train_config(base_model("tiny_gemma.py", __file__))
     config.model.dtype = "float32"
-    config.data.codebook_size = config.model.get_ref("num_image_codes")
     config.data.seq_len = 256
     config.data.batch_size = 8
     config.data.packing_bins = 16

@@ -1,4 +1,5 @@
-"""``liquid_jax.load``: a Liquid language model from a checkpoint or Hugging Face directory."""
+"""``liquid_jax.load``: a Liquid language model from a checkpoint, a training run or a
+Hugging Face directory."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from liquid_jax import checkpoint
+from liquid_jax import lm_checkpoint
 from liquid_jax.convert import hf
 from liquid_jax.model.config import TransformerConfig
-from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES, set_vocab_padding
+from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES
+from liquid_jax.model.image_format import ImageFormat
 from liquid_jax.model.transformer import Transformer, abstract_model
-from liquid_jax.sharding import state_shardings
+from liquid_jax.tokenizer.text import load_text_tokenizer
 from liquid_jax.tokenizer.vocab import MultimodalVocab
+from liquid_jax.train import export
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -29,7 +32,8 @@ def _real_vocab_logits(graphdef: nnx.GraphDef, vocab_size: int, state: nnx.State
 
 class LiquidLM:
     """A loaded model: ``config``, ``model`` (the NNX Transformer), ``tokenizer``
-    (MultimodalVocab, or None without tokenizer files) and ``mesh`` (or None)."""
+    (MultimodalVocab, or None without tokenizer files), ``image`` (the ImageFormat it
+    was trained with: size prefix, pixels per code, grids, VQGAN) and ``mesh`` (or None)."""
 
     def __init__(
         self,
@@ -37,12 +41,13 @@ class LiquidLM:
         model: Transformer,
         tokenizer: MultimodalVocab | None,
         mesh: jax.sharding.Mesh | None = None,
+        image: ImageFormat | None = None,
     ):
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
         self.mesh = mesh
-
+        self.image = image if image is not None else ImageFormat()
     def _mesh_context(self):
         return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
 
@@ -65,6 +70,13 @@ class LiquidLM:
 
         return lm_sampling.generate_images(self, prompts, codec, **kwargs)
 
+    def caption_images(self, images, max_new_tokens: int = 64, **kwargs):
+        """Captions of images (files, PIL images, pixels or codes). Arguments: see
+        ``liquid_jax.sample.lm_sampling.caption_images``."""
+        from liquid_jax.sample import lm_sampling
+
+        return lm_sampling.caption_images(self, images, max_new_tokens, **kwargs)
+
     def generate_text(self, prompts, max_new_tokens: int = 128, **kwargs):
         """Text generation or image understanding: token ids and text per prompt.
         Arguments: see ``liquid_jax.sample.lm_sampling.generate_text``."""
@@ -79,21 +91,10 @@ def _merge(config: TransformerConfig, params: dict[str, Any]) -> Transformer:
     return nnx.merge(graphdef, state)
 
 
-def _load_checkpoint(
-    path: str, dtype: str, mesh: jax.sharding.Mesh | None, vocab_pad_multiple: int | None
-) -> tuple[TransformerConfig, dict[str, Any]]:
-    metadata = checkpoint.read_metadata(path)
-    config = hf.config_from_metadata(metadata, path).replace(dtype=dtype, param_dtype=dtype)
-    if vocab_pad_multiple and vocab_pad_multiple != config.vocab_pad_multiple:
-        # Re-pad on the host: the stored row count may not split evenly over the mesh.
-        params, _ = checkpoint.load_params(path)
-        params = jax.tree.map(lambda a: a.astype(jnp.dtype(dtype)), params)
-        config, params = set_vocab_padding(config, params, vocab_pad_multiple)
-        return config, params if mesh is None else hf.place_on_mesh(config, params, mesh)
-    abstract = nnx.state(abstract_model(config))
-    shardings = state_shardings(abstract, mesh) if mesh is not None else None
-    params, _ = checkpoint.load_params(path, abstract=abstract, shardings=shardings)
-    return config, params
+def _merge(config: TransformerConfig, params: dict[str, Any]) -> Transformer:
+    graphdef, state = nnx.split(abstract_model(config))
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+    return nnx.merge(graphdef, state)
 
 
 def load(
@@ -103,34 +104,42 @@ def load(
     mesh: jax.sharding.Mesh | None = None,
     extend_image_codes: int = DEFAULT_NUM_IMAGE_CODES,
     vocab_pad_multiple: int | None = None,
+    step: int | None = None,
     progress: bool = True,
 ) -> LiquidLM:
-    """Loads a liquid_jax checkpoint or a Hugging Face directory (converted on the fly).
+    """Loads a liquid_jax checkpoint, a training workdir (checkpoint ``step``, by default
+    its newest intact one) or a Hugging Face directory (converted on the fly).
 
     ``dtype``: parameter and compute dtype ("float32" or "bfloat16"). ``mesh``: place
     parameters sharded by their logical axes. ``extend_image_codes``: image-code rows
     added to a Hugging Face text model (0 keeps it text-only; a model that already
     has image codes is never extended). ``vocab_pad_multiple``: pad the vocabulary
-    tables (e.g. 128 on TPU); default keeps the stored padding.
+    tables (e.g. 128 on TPU); default keeps the stored padding. Paths may be relative,
+    absolute or URL-style (gs://; Hugging Face directories are local).
     """
-    path = os.fspath(path)
-    if dtype not in hf.DTYPES:
-        raise ValueError(f"dtype must be one of {hf.DTYPES}, got {dtype!r}")
-    if os.path.exists(os.path.join(path, checkpoint.METADATA_FILE)):
-        config, params = _load_checkpoint(path, dtype, mesh, vocab_pad_multiple)
-    elif os.path.exists(os.path.join(path, hf.CONFIG_FILE)):
+    if dtype not in lm_checkpoint.DTYPES:
+        raise ValueError(f"dtype must be one of {lm_checkpoint.DTYPES}, got {dtype!r}")
+    kwargs = dict(dtype=dtype, mesh=mesh, vocab_pad_multiple=vocab_pad_multiple)
+    if lm_checkpoint.is_model_checkpoint(path):
+        config, image, params = lm_checkpoint.load_model(path, **kwargs)
+        tokenizer_dir = lm_checkpoint.tokenizer_dir(path)
+    elif export.is_workdir(path):
+        _, config, image, params = export.load_workdir(path, step=step, **kwargs)
+        tokenizer_dir = lm_checkpoint.tokenizer_dir(path)
+    elif hf.is_hf_dir(path):
         config, params = hf.load_hf_params(
             path, dtype=dtype, extend_image_codes=extend_image_codes,
             vocab_pad_multiple=vocab_pad_multiple or 1, mesh=mesh, progress=progress,
         )
+        image = hf.hf_image_format(path)
+        tokenizer_dir = hf.tokenizer_location(path)
     else:
         raise FileNotFoundError(
-            f"{path} is neither a liquid_jax checkpoint ({checkpoint.METADATA_FILE}) nor a "
-            f"Hugging Face model directory ({hf.CONFIG_FILE})"
+            f"{os.fspath(path)} is neither a liquid_jax checkpoint, a training workdir with a finished "
+            f"checkpoint, nor a Hugging Face model directory ({hf.CONFIG_FILE})"
         )
-    text = hf.load_tokenizer_if_present(path)
+    text = None if tokenizer_dir is None else load_text_tokenizer(os.fspath(tokenizer_dir))
     vocab = None if text is None else MultimodalVocab(
         text, config.special_tokens, config.text_vocab_size, config.num_image_codes
     )
-    return LiquidLM(config, _merge(config, params), vocab, mesh)
-
+    return LiquidLM(config, _merge(config, params), vocab, mesh, image)

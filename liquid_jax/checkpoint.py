@@ -27,6 +27,9 @@ import orbax.checkpoint.experimental.v1 as ocp_v1
 from etils import epath
 from flax import nnx
 
+from liquid_jax import paths
+from liquid_jax.errors import UserError
+
 FORMAT_VERSION = 2
 METADATA_FILE = "liquid_jax.json"
 PARAMS_DIR = "params"
@@ -71,9 +74,9 @@ def atomic_directory(
     ``directory``. Multi-host: every process enters; process 0 creates, renames and
     cleans up, with barriers in between.
     """
-    directory = epath.Path(directory)
+    directory = paths.resolve(directory)
     if directory.exists() and not overwrite:
-        raise FileExistsError(f"destination {directory} already exists")
+        raise FileExistsError(f"destination {directory} already exists; choose another or remove it")
     tmp = _temporary_sibling(directory)
     primary = jax.process_index() == 0
     if primary and tmp.exists():
@@ -164,41 +167,46 @@ def save_params_streaming(
             for name, source in (extra_files or {}).items():
                 target = tmp / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                epath.Path(source).copy(target)
+                paths.resolve(source).copy(target)
             (tmp / METADATA_FILE).write_text(text)
 
 
 def read_metadata(directory: str | epath.PathLike) -> dict[str, Any]:
     """The JSON card of a checkpoint; raises FileNotFoundError for non-checkpoints."""
-    path = epath.Path(directory) / METADATA_FILE
+    path = paths.resolve(directory) / METADATA_FILE
     if not path.exists():
         raise FileNotFoundError(f"{directory} is not a liquid_jax checkpoint: no {METADATA_FILE}")
     try:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from e
+        raise UserError(f"{path}: invalid JSON ({e})") from e
     version = card.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {version!r}, this code reads {FORMAT_VERSION}")
+        raise UserError(f"{path}: format_version {version!r}, this code reads {FORMAT_VERSION}")
     return card
 
 
 def _pytree(directory: str | epath.PathLike) -> epath.Path:
-    return epath.Path(directory) / PARAMS_DIR / PYTREE_DIR
+    return paths.resolve(directory) / PARAMS_DIR / PYTREE_DIR
 
 
-def _restore_pytree(directory: str | epath.PathLike, args: ocp.args.PyTreeRestore) -> Any:
+def _restore_pytree(pytree_dir: epath.Path, args: ocp.args.PyTreeRestore) -> Any:
     with contextlib.closing(ocp.PyTreeCheckpointHandler()) as handler:
-        return handler.restore(_pytree(directory), args=args)
+        return handler.restore(pytree_dir, args=args)
+
+
+def pytree_shapes(pytree_dir: str | epath.PathLike) -> dict[str, Any]:
+    """Nested dict of jax.ShapeDtypeStruct (no sharding) of an Orbax PyTree directory."""
+    with contextlib.closing(ocp.PyTreeCheckpointHandler()) as handler:
+        meta = handler.metadata(paths.resolve(pytree_dir))
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)), to_pure_tree(meta.tree)
+    )
 
 
 def stored_shapes(directory: str | epath.PathLike) -> dict[str, Any]:
     """Nested dict of jax.ShapeDtypeStruct (no sharding) describing the stored arrays."""
-    with contextlib.closing(ocp.PyTreeCheckpointHandler()) as handler:
-        meta = handler.metadata(_pytree(directory))
-    return jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)), to_pure_tree(meta.tree)
-    )
+    return pytree_shapes(_pytree(directory))
 
 
 def _flat(tree: Any) -> dict[str, Any]:
@@ -232,10 +240,34 @@ def load_param(directory: str | epath.PathLike, path: Sequence[str]) -> np.ndarr
     if not isinstance(stored, jax.ShapeDtypeStruct):
         raise KeyError(f"checkpoint {directory} has no tensor {'/'.join(path)!r}")
     item = nested(path, ocp.RestoreArgs(restore_type=np.ndarray))
-    tree = _restore_pytree(directory, ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True))
+    tree = _restore_pytree(_pytree(directory), ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True))
     for key in path:
         tree = tree[key]
     return tree
+
+
+def read_pytree(pytree_dir: str | epath.PathLike, abstract: Any = None, shardings: Any = None) -> dict[str, Any]:
+    """The nested dict of arrays of an Orbax PyTree directory (ours or a training step's
+    ``params``); ``abstract`` and ``shardings`` as in ``load_params``."""
+    pytree_dir = paths.resolve(pytree_dir)
+    stored = pytree_shapes(pytree_dir)
+    if abstract is None and shardings is None:
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
+        return _restore_pytree(pytree_dir, ocp.args.PyTreeRestore(restore_args=restore_args))
+    target = to_pure_tree(abstract) if abstract is not None else stored
+    _check_against_stored(pytree_dir, stored, target)
+    if shardings is not None:
+        shardings = to_pure_tree(shardings)
+        target = jax.tree.map(
+            lambda t, s: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=s), target, shardings
+        )
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    restore_args = jax.tree.map(
+        lambda t: ocp.ArrayRestoreArgs(
+            sharding=getattr(t, "sharding", None) or device, global_shape=t.shape, dtype=t.dtype),
+        target,
+    )
+    return _restore_pytree(pytree_dir, ocp.args.PyTreeRestore(item=target, restore_args=restore_args))
 
 
 def load_params(
@@ -255,25 +287,5 @@ def load_params(
     Params are always returned as nested dicts; ``nnx.update(model, params)`` or
     ``nnx.replace_by_pure_dict(state, params)`` puts them into a module.
     """
-    directory = epath.Path(directory)
     metadata = read_metadata(directory)
-    stored = stored_shapes(directory)
-    if abstract is None and shardings is None:
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
-        return _restore_pytree(directory, ocp.args.PyTreeRestore(restore_args=restore_args)), metadata
-
-    target = to_pure_tree(abstract) if abstract is not None else stored
-    _check_against_stored(directory, stored, target)
-    if shardings is not None:
-        shardings = to_pure_tree(shardings)
-        target = jax.tree.map(
-            lambda t, s: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=s), target, shardings
-        )
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    restore_args = jax.tree.map(
-        lambda t: ocp.ArrayRestoreArgs(
-            sharding=getattr(t, "sharding", None) or device, global_shape=t.shape, dtype=t.dtype),
-        target,
-    )
-    params = _restore_pytree(directory, ocp.args.PyTreeRestore(item=target, restore_args=restore_args))
-    return params, metadata
+    return read_pytree(_pytree(directory), abstract, shardings), metadata

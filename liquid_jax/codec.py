@@ -2,6 +2,7 @@
 
 ``load_vqgan(path)`` accepts
 - a liquid_jax VQGAN checkpoint directory (``liquid_jax.json`` with kind "vqgan"),
+- a ``liquid-jax train-vqgan`` workdir (its final model, ``<workdir>/vqgan``),
 - Chameleon's / taming's ``vqgan.ckpt`` (or a ``.safetensors`` with the same keys) with
   its ``vqgan.yaml`` (next to it, or passed as ``yaml_path``), or a directory holding both,
 - a Hugging Face ChameleonVQVAE directory (encoder only: ``decode`` raises).
@@ -9,6 +10,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import os
 from typing import Any
@@ -19,12 +22,15 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from liquid_jax import paths
+from liquid_jax.errors import UserError
 from liquid_jax.model.vqgan import VQGAN
 from liquid_jax.model.vqgan_config import VQGANConfig
 from liquid_jax.sharding import logical_to_spec
 from liquid_jax.tokenizer.image import uint8_lookup_table
 
 CHECKPOINT_KIND = "vqgan"
+WORKDIR_MODEL = "vqgan"  # where ``liquid-jax train-vqgan`` writes its final model in the workdir
 
 
 def _pixels_to_model(pixels: jax.Array) -> jax.Array:
@@ -97,6 +103,13 @@ class ImageCodec:
     @property
     def has_decoder(self) -> bool:
         return self.model.has_decoder
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """First 16 hex digits of the SHA-256 of the float32 codebook: names the VQGAN whose
+        codes a shard or a model holds, whatever file format it was loaded from."""
+        codebook = np.asarray(jax.device_get(self.model.quantize.embedding[...]), np.float32)
+        return hashlib.sha256(np.ascontiguousarray(codebook).tobytes()).hexdigest()[:16]
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """The code grid (h, w) of an image of this size."""
@@ -193,14 +206,19 @@ def save_vqgan(directory: str, model: VQGAN, extra: dict | None = None, overwrit
 
 def load_vqgan_model(path: str, yaml_path: str | None = None) -> VQGAN:
     """A VQGAN module from any supported checkpoint (see module docstring)."""
+    from liquid_jax.checkpoint import METADATA_FILE
     from liquid_jax.convert import vqgan as convert
 
-    path = os.fspath(path)
+    resolved = paths.resolve(path)
+    if (resolved / METADATA_FILE).exists():
+        return _load_liquid(path)
+    if (resolved / WORKDIR_MODEL / METADATA_FILE).exists():
+        return _load_liquid(resolved / WORKDIR_MODEL)
+    if (resolved / "checkpoints").is_dir():
+        raise UserError(f"{path} is a VQGAN training workdir whose run has not finished: its model is "
+                        f"written to {resolved / WORKDIR_MODEL} at the last step; run train-vqgan to the end")
+    path = paths.local(path, "VQGAN checkpoint")
     if os.path.isdir(path):
-        from liquid_jax.checkpoint import METADATA_FILE
-
-        if os.path.exists(os.path.join(path, METADATA_FILE)):
-            return _load_liquid(path)
         if os.path.exists(os.path.join(path, "vqgan.ckpt")):
             return convert.load_taming(os.path.join(path, "vqgan.ckpt"), yaml_path)
         if os.path.exists(os.path.join(path, "config.json")):
@@ -210,7 +228,7 @@ def load_vqgan_model(path: str, yaml_path: str | None = None) -> VQGAN:
             "or a Hugging Face ChameleonVQVAE directory"
         )
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise FileNotFoundError(f"VQGAN {path}: no such file or directory")
     return convert.load_taming(path, yaml_path)
 
 
@@ -219,7 +237,7 @@ def _load_liquid(directory: str) -> VQGAN:
 
     params, metadata = load_params(directory)
     if metadata.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{directory}: checkpoint kind {metadata.get('kind')!r}, expected {CHECKPOINT_KIND!r}")
+        raise UserError(f"{directory} holds a {metadata.get('kind')!r} checkpoint, not a VQGAN ({CHECKPOINT_KIND!r})")
     cfg = VQGANConfig.from_dict(metadata["config"])
     model = nnx.eval_shape(
         lambda: VQGAN(cfg, rngs=nnx.Rngs(0), with_decoder=metadata.get("has_decoder", True))

@@ -27,18 +27,23 @@ CORPUS = [
 SP_VOCAB = 400  # 10 Gemma-like specials + 256 byte pieces + merges
 
 
-def train_gemma_like_sentencepiece(directory) -> str:
-    """A tiny SentencePiece model with Gemma's id layout for ids 0..9."""
+GEMMA_CHAT_MARKERS = ["<start_of_turn>", "<end_of_turn>"]
+
+
+def train_gemma_like_sentencepiece(directory, vocab_size: int = SP_VOCAB, chat: bool = False) -> str:
+    """A tiny SentencePiece model with Gemma's id layout for ids 0..9 (and Gemma's chat
+    markers after them with ``chat``); byte pieces only when ``vocab_size`` has room."""
     prefix = str(directory / "tokenizer")
     spm.SentencePieceTrainer.Train(
         sentence_iterator=iter(CORPUS),
         model_prefix=prefix,
-        vocab_size=SP_VOCAB,
+        vocab_size=vocab_size,
         model_type="bpe",
         pad_id=0, eos_id=1, bos_id=2, unk_id=3,
         pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
-        user_defined_symbols=["<mask>", "<2mass>", "[@BOS@]", "<unused0>", "<unused1>", "<unused2>"],
-        byte_fallback=True,
+        user_defined_symbols=["<mask>", "<2mass>", "[@BOS@]", "<unused0>", "<unused1>", "<unused2>"]
+        + (GEMMA_CHAT_MARKERS if chat else []),
+        byte_fallback=vocab_size >= SP_VOCAB,
         minloglevel=2,
     )
     return prefix + ".model"

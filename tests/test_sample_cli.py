@@ -39,7 +39,7 @@ def test_cli_t2i_writes_pngs_grid_and_codes(checkpoints, tmp_path):
          f"--out={out}")
     names = sorted(os.listdir(out))
     assert names == ["000_0.png", "000_1.png", "001_0.png", "001_1.png", "002_0.png", "002_1.png",
-                     "codes.npy", "grid.png"]
+                     "codes.npy", "grid.png", "sample.json"]
     codes = np.load(out / "codes.npy")
     assert codes.shape == (6, 16)
     assert np.asarray(PIL.Image.open(out / "001_1.png")).shape == (8, 8, 3)

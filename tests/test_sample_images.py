@@ -29,8 +29,12 @@ def test_prompts_are_upstreams(vocab):
     assert rows == [cond("a red cat")] * 2 + [cond("blue water")] * 2 + [uncond] * 4
 
 
-def test_other_grids_state_their_size_in_both_halves(vocab):
-    rows = guided_batch(vocab, ["a red cat"], num_images=1, grid=(4, 6), pixels_per_code=16)
+def test_size_prefix_follows_the_model_not_the_grid(vocab):
+    # A model trained without the prefix (upstream's) is prompted without it at any grid.
+    assert guided_batch(vocab, ["a red cat"], num_images=1, grid=(4, 6)) == guided_batch(
+        vocab, ["a red cat"], num_images=1, grid=(32, 32))
+    # One trained with it states the grid in both halves.
+    rows = guided_batch(vocab, ["a red cat"], num_images=1, grid=(4, 6), pixels_per_code=16, size_prefix=True)
     size = vocab.text.encode("Image Size: Width is 96 Height is 64.")
     assert rows[0] == [2] + vocab.text.encode(
         "Image Size: Width is 96 Height is 64. a red cat Generate an image based on this description."

@@ -59,7 +59,8 @@ def test_caption_prompt_is_upstreams(vocab, sp):
     small = _codes(1)
     image = [SPECIAL["boi"]] + (small + TEXT_VOCAB).tolist() + [SPECIAL["eoi"]]
     size = sp.encode("Image Size: Width is 64 Height is 64.")
-    assert caption_prompt(vocab, small, (4, 4)) == [SPECIAL["bos"]] + size + image + question
+    assert caption_prompt(vocab, small, (4, 4)) == [SPECIAL["bos"]] + image + question
+    assert caption_prompt(vocab, small, (4, 4), size_prefix=True) == [SPECIAL["bos"]] + size + image + question
 
 
 def _hf_answer(hf, prompts, steps, eos):

@@ -15,8 +15,12 @@ Liquid_V1_7B: 264192 = 256000 + 8192) counts as already extended, and so does a
 Gemma with vocab_size 264192 when no tokenizer is present.
 
 The recipe's token ids (<boi>, <eoi>, <unconditional>) are written to config.json as
-``boi_token_id``, ``eoi_token_id``, ``unconditional_token_id``; when absent they come
-from the tokenizer by name (``default_special_tokens``).
+``boi_token_id``, ``eoi_token_id``, ``unconditional_token_id``, and the model's image
+format (``ImageFormat``: size prefix, pixels per code, trained grids, VQGAN) as
+``image_*`` entries. When absent, token ids come from the checkpoint's tokenizer files
+(``special_tokens_from_files``) and the image format is upstream's.
+
+Hugging Face directories are local: copy one from a bucket before converting it.
 """
 
 from __future__ import annotations
@@ -25,43 +29,44 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
 from absl import logging
-from flax import nnx
 from tqdm.auto import tqdm
 
-from liquid_jax import checkpoint
+from liquid_jax import checkpoint, lm_checkpoint, paths
 from liquid_jax.convert import safetensors_io
 from liquid_jax.convert.hf_mapping import TensorMapping, config_from_hf, config_to_hf, hf_param_names, tensor_from_hf, tensor_to_hf
-from liquid_jax.model.config import SpecialTokens, TransformerConfig
+from liquid_jax.errors import UserError
+from liquid_jax.lm_checkpoint import DTYPES
+from liquid_jax.model.card import TOKENIZER_SUBDIR
+from liquid_jax.model.config import TransformerConfig
 from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES, extended_table
-from liquid_jax.model.transformer import abstract_model
-from liquid_jax.sharding import state_shardings
-from liquid_jax.tokenizer.text import TextTokenizer, find_tokenizer_file, load_text_tokenizer, tokenizer_files
-from liquid_jax.tokenizer.vocab import default_special_tokens
+from liquid_jax.model.image_format import ImageFormat
+from liquid_jax.tokenizer.text import TextTokenizer, find_tokenizer_file, load_text_tokenizer
+from liquid_jax.tokenizer.vocab import ASSUMED, RECIPE_ROLES, special_tokens_from_files
 
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
-TOKENIZER_SUBDIR = "tokenizer"  # where a liquid_jax checkpoint keeps its tokenizer files
-RECIPE_TOKENS = ("boi", "eoi", "unconditional")
-CHECKPOINT_KIND = "transformer"
-DTYPES = ("float32", "bfloat16")
 # Gemma's text vocabulary; 264192 = this + 8192 is the released Liquid_V1_7B.
 GEMMA_TEXT_VOCAB = 256_000
 # Tensors transformers may store that carry no weights.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A Hugging Face checkpoint cannot be converted; the message names file and tensor."""
 
 
+def is_hf_dir(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` is a local Hugging Face model directory (has config.json)."""
+    return not paths.is_url(directory) and os.path.isfile(os.path.join(os.fspath(directory), CONFIG_FILE))
+
+
 def read_hf_config(directory: str | os.PathLike) -> dict[str, Any]:
-    path = os.path.join(os.fspath(directory), CONFIG_FILE)
+    path = os.path.join(paths.local(directory, "Hugging Face directory"), CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory} is not a Hugging Face model directory: no {CONFIG_FILE}")
     try:
@@ -71,12 +76,18 @@ def read_hf_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise ConversionError(f"{path}: invalid JSON ({e})") from e
 
 
-def load_tokenizer_if_present(directory: str | os.PathLike) -> TextTokenizer | None:
-    """The tokenizer of a model directory (or its ``tokenizer/`` subdirectory), or None."""
+def tokenizer_location(directory: str | os.PathLike) -> str | None:
+    """The folder holding a model directory's tokenizer: itself or its ``tokenizer/``."""
     for candidate in (os.fspath(directory), os.path.join(os.fspath(directory), TOKENIZER_SUBDIR)):
         if os.path.isdir(candidate) and find_tokenizer_file(candidate):
-            return load_text_tokenizer(candidate)
+            return candidate
     return None
+
+
+def load_tokenizer_if_present(directory: str | os.PathLike) -> TextTokenizer | None:
+    """The tokenizer of a model directory (or its ``tokenizer/`` subdirectory), or None."""
+    location = None if paths.is_url(directory) else tokenizer_location(directory)
+    return None if location is None else load_text_tokenizer(location)
 
 
 def infer_num_image_codes(hf_config: Mapping[str, Any], tokenizer: TextTokenizer | None) -> int:
@@ -91,33 +102,16 @@ def infer_num_image_codes(hf_config: Mapping[str, Any], tokenizer: TextTokenizer
     return 0
 
 
-def recipe_special_tokens(
-    config: TransformerConfig, hf_config: Mapping[str, Any], tokenizer: TextTokenizer | None
-) -> SpecialTokens:
-    """bos/eos/pad from config.json; <boi>/<eoi>/<unconditional> from config.json when
-    recorded there, else from the tokenizer by name, else the family's released ids."""
-    recorded = {r: hf_config[f"{r}_token_id"] for r in RECIPE_TOKENS if f"{r}_token_id" in hf_config}
-    if len(recorded) < len(RECIPE_TOKENS):
-        family = default_special_tokens(config.family, tokenizer)
-        recorded = {r: recorded.get(r, getattr(family, r)) for r in RECIPE_TOKENS}
-    special = dataclasses.replace(config.special_tokens, **{r: int(i) for r, i in recorded.items()})
-    outside = {r: i for r, i in dataclasses.asdict(special).items() if not 0 <= i < config.text_vocab_size}
-    if outside:
-        logging.warning(
-            "special token ids %s lie outside the text vocabulary [0, %d); pass a tokenizer "
-            "or record them in config.json before sampling", outside, config.text_vocab_size,
-        )
-    return special
-
-
 def hf_to_config(
     hf_config: Mapping[str, Any],
     tokenizer: TextTokenizer | None = None,
     *,
     dtype: str = "float32",
     vocab_pad_multiple: int = 1,
+    tokenizer_dir: str | None = None,
 ) -> TransformerConfig:
-    """Our config of a Hugging Face checkpoint as stored (before any extension)."""
+    """Our config of a Hugging Face checkpoint as stored (before any extension); special
+    tokens from the checkpoint's own files (``special_tokens_from_files``)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     config = config_from_hf(
@@ -127,7 +121,19 @@ def hf_to_config(
         dtype=dtype,
         param_dtype=dtype,
     )
-    return config.replace(special_tokens=recipe_special_tokens(config, hf_config, tokenizer))
+    special, sources = special_tokens_from_files(config.family, hf_config, tokenizer, tokenizer_dir)
+    assumed = {role: getattr(special, role) for role, where in sources.items() if where == ASSUMED}
+    if assumed:
+        logging.warning("no tokenizer file or config entry names the token(s) %s: assumed %s, the ids of "
+                        "the released %s tokenizer. Convert a directory with its tokenizer files to read "
+                        "them from there.", ", ".join(assumed), assumed, config.family)
+    outside = {r: i for r, i in dataclasses.asdict(special).items() if not 0 <= i < config.text_vocab_size}
+    if outside:
+        logging.warning(
+            "special token ids %s lie outside the text vocabulary [0, %d); pass a tokenizer "
+            "or record them in config.json before sampling", outside, config.text_vocab_size,
+        )
+    return config.replace(special_tokens=special)
 
 
 def _table_names(config: TransformerConfig) -> set[str]:
@@ -161,32 +167,6 @@ def _param_from_hf(
     return stacked
 
 
-def _put_leaves(tree: dict[str, Any], put: Callable[[tuple[str, ...], Any], jax.Array],
-                path: tuple[str, ...] = ()) -> None:
-    """Replaces every leaf by ``put(path, leaf)`` in place, dropping each host array as
-    soon as its replacement exists (so host memory never holds two copies)."""
-    for key in list(tree):
-        if isinstance(tree[key], dict):
-            _put_leaves(tree[key], put, path + (key,))
-        else:
-            tree[key] = put(path + (key,), tree.pop(key))
-
-
-def place_on_mesh(config: TransformerConfig, params: dict[str, Any], mesh: jax.sharding.Mesh) -> dict[str, Any]:
-    """Moves a nested dict of host arrays onto ``mesh`` with the shardings of their
-    logical axes, one tensor at a time."""
-    shardings = nnx.to_pure_dict(state_shardings(nnx.state(abstract_model(config)), mesh))
-
-    def put(path: tuple[str, ...], value: Any) -> jax.Array:
-        sharding = shardings
-        for key in path:
-            sharding = sharding[key]
-        return jax.device_put(value, sharding)
-
-    _put_leaves(params, put)
-    return params
-
-
 def _target_configs(
     directory: str, tokenizer: TextTokenizer | None, *, dtype: str, extend_image_codes: int,
     vocab_pad_multiple: int,
@@ -194,13 +174,26 @@ def _target_configs(
     """(config as stored, config after vocabulary extension) of a Hugging Face directory."""
     hf_config = read_hf_config(directory)
     try:
-        stored = hf_to_config(hf_config, tokenizer, dtype=dtype, vocab_pad_multiple=vocab_pad_multiple)
+        stored = hf_to_config(hf_config, tokenizer, dtype=dtype, vocab_pad_multiple=vocab_pad_multiple,
+                              tokenizer_dir=tokenizer_location(directory))
     except (KeyError, ValueError) as e:
         raise ConversionError(f"{os.path.join(directory, CONFIG_FILE)}: {e}") from e
     if extend_image_codes and not stored.num_image_codes:
         return stored, stored.replace(vocab_size=stored.vocab_size + extend_image_codes,
                                       num_image_codes=extend_image_codes)
     return stored, stored
+
+
+def hf_image_format(directory: str | os.PathLike, tokenizer: TextTokenizer | None = None) -> ImageFormat:
+    """The image format a Hugging Face directory records (upstream's when it has image
+    codes and records none; the defaults for a text model)."""
+    hf_config = read_hf_config(directory)
+    if tokenizer is None:
+        tokenizer = load_tokenizer_if_present(directory)
+    try:
+        return ImageFormat.from_hf(hf_config, infer_num_image_codes(hf_config, tokenizer))
+    except (TypeError, ValueError) as e:
+        raise ConversionError(f"{os.path.join(os.fspath(directory), CONFIG_FILE)}: {e}") from e
 
 
 def _read_hf_params(
@@ -261,7 +254,7 @@ def load_hf_params(
     vocabulary); ignored for a checkpoint that already has image codes. Params are
     host numpy arrays in ``dtype``, or jax arrays sharded on ``mesh``.
     """
-    directory = os.fspath(directory)
+    directory = paths.local(directory, "Hugging Face directory")
     if tokenizer is None:
         tokenizer = load_tokenizer_if_present(directory)
     stored, config = _target_configs(directory, tokenizer, dtype=dtype, extend_image_codes=extend_image_codes,
@@ -273,14 +266,8 @@ def load_hf_params(
             parent = parent.setdefault(key, {})
         parent[path[-1]] = value
     if mesh is not None:
-        params = place_on_mesh(config, params, mesh)
+        params = lm_checkpoint.place_on_mesh(config, params, mesh)
     return config, params
-
-
-def _tokenizer_assets(tokenizer_dir: str | None) -> dict[str, str]:
-    if tokenizer_dir is None:
-        return {}
-    return {name: os.path.join(tokenizer_dir, name) for name in tokenizer_files(tokenizer_dir)}
 
 
 def convert_hf_to_liquid(
@@ -290,44 +277,46 @@ def convert_hf_to_liquid(
     dtype: str = "float32",
     extend_image_codes: int = DEFAULT_NUM_IMAGE_CODES,
     vocab_pad_multiple: int = 1,
+    vqgan: Any = None,
     progress: bool = True,
 ) -> TransformerConfig:
     """Writes a liquid_jax checkpoint (Orbax params + card + tokenizer files), reading
-    and writing one parameter at a time."""
-    input_dir = os.fspath(input_dir)
+    and writing one parameter at a time. With ``vqgan`` (an ImageCodec) a text model is
+    extended by its codebook and the card records it (its codes are the ones to train
+    on); a model with image codes must match it."""
+    input_dir = paths.local(input_dir, "Hugging Face directory")
+    tokenizer = load_tokenizer_if_present(input_dir)
     stored, config = _target_configs(
-        input_dir, load_tokenizer_if_present(input_dir), dtype=dtype,
-        extend_image_codes=extend_image_codes, vocab_pad_multiple=vocab_pad_multiple,
+        input_dir, tokenizer, dtype=dtype,
+        extend_image_codes=extend_image_codes if vqgan is None else vqgan.codebook_size,
+        vocab_pad_multiple=vocab_pad_multiple,
     )
-
-    def parts() -> Iterator[dict[str, Any]]:
-        for path, value in _read_hf_params(input_dir, stored, config, progress=progress):
-            yield checkpoint.nested(path, value)
-            del value  # released before the next parameter is read
-
-    assets = {f"{TOKENIZER_SUBDIR}/{n}": p for n, p in _tokenizer_assets(input_dir).items()}
-    metadata = {"kind": CHECKPOINT_KIND, "config": config.to_dict(), "source": "huggingface"}
-    checkpoint.save_params_streaming(output_dir, parts(), metadata, extra_files=assets)
+    image = hf_image_format(input_dir, tokenizer)
+    if vqgan is not None:
+        image.check_vqgan(config.num_image_codes, vqgan)
+        image = image.replace(pixels_per_code=vqgan.downsample_factor, vqgan_fingerprint=vqgan.fingerprint)
+    lm_checkpoint.save_model(
+        output_dir, config, image,
+        lm_checkpoint.nested_parts(_read_hf_params(input_dir, stored, config, progress=progress)),
+        tokenizer=tokenizer_location(input_dir), source="huggingface", streaming=True,
+    )
     return config
 
 
-def config_from_metadata(metadata: Mapping[str, Any], directory: str | os.PathLike) -> TransformerConfig:
-    """The TransformerConfig recorded in a liquid_jax checkpoint card."""
-    if metadata.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{directory} holds a {metadata.get('kind')!r} checkpoint, not a {CHECKPOINT_KIND!r}")
-    return TransformerConfig.from_dict(metadata["config"])
-
-
-def hf_config_dict(config: TransformerConfig, dtype: str) -> dict[str, Any]:
-    """config.json of an export: transformers' fields plus the recipe's token ids."""
+def hf_config_dict(config: TransformerConfig, dtype: str, image: ImageFormat | None = None) -> dict[str, Any]:
+    """config.json of an export: transformers' fields plus the recipe's token ids and,
+    for a model with image codes, its image format."""
     hf = config_to_hf(config)
-    hf.update({f"{r}_token_id": getattr(config.special_tokens, r) for r in RECIPE_TOKENS})
+    hf.update({f"{r}_token_id": getattr(config.special_tokens, r) for r in RECIPE_ROLES})
+    if config.num_image_codes and image is not None:
+        hf.update(image.to_hf())
     hf.update(dtype=dtype, torch_dtype=dtype)
     return hf
 
 
 def _write_hf_dir(
     config: TransformerConfig,
+    image: ImageFormat | None,
     read_param: Callable[[tuple[str, ...]], np.ndarray],
     output_dir: str | os.PathLike,
     *,
@@ -357,17 +346,18 @@ def _write_hf_dir(
                     target, copy=False)
             del value  # released before the next parameter is read
 
+    output_dir = paths.local(output_dir, "Hugging Face output directory")
     with checkpoint.atomic_directory(output_dir, overwrite=overwrite) as tmp, tqdm(
         total=len(specs), desc="writing safetensors", unit="tensor", disable=not progress
     ) as bar:
         tmp = os.fspath(tmp)
         safetensors_io.write_sharded(tmp, specs, tensors(bar), max_shard_bytes)
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-            json.dump(hf_config_dict(config, dtype), f, indent=2, sort_keys=True)
+            json.dump(hf_config_dict(config, dtype, image), f, indent=2, sort_keys=True)
         with open(os.path.join(tmp, GENERATION_CONFIG_FILE), "w") as f:
             json.dump(generation, f, indent=2, sort_keys=True)
-        for name, source in _tokenizer_assets(tokenizer_dir).items():
-            shutil.copyfile(source, os.path.join(tmp, name))
+        for name, source in lm_checkpoint.tokenizer_assets(tokenizer_dir).items():
+            paths.resolve(source).copy(paths.resolve(tmp) / os.path.basename(name))  # tokenizer/<name> -> <name>
 
 
 def export_hf(
@@ -375,6 +365,7 @@ def export_hf(
     params: dict[str, Any],
     output_dir: str | os.PathLike,
     *,
+    image: ImageFormat | None = None,
     dtype: str | None = None,
     tokenizer_dir: str | os.PathLike | None = None,
     max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES,
@@ -390,7 +381,7 @@ def export_hf(
         return functools.reduce(lambda tree, key: tree[key], path, params)
 
     _write_hf_dir(
-        config, read_param, output_dir, dtype=dtype,
+        config, image, read_param, output_dir, dtype=dtype,
         tokenizer_dir=None if tokenizer_dir is None else os.fspath(tokenizer_dir),
         max_shard_bytes=max_shard_bytes, overwrite=overwrite, progress=progress,
     )
@@ -406,12 +397,10 @@ def convert_liquid_to_hf(
 ) -> TransformerConfig:
     """A liquid_jax checkpoint -> a Hugging Face directory (tokenizer files included),
     restoring one parameter at a time."""
-    metadata = checkpoint.read_metadata(input_dir)
-    config = config_from_metadata(metadata, input_dir)
-    tokenizer_dir = os.path.join(os.fspath(input_dir), TOKENIZER_SUBDIR)
+    config, image = lm_checkpoint.read_model_card(input_dir)
     _write_hf_dir(
-        config, functools.partial(checkpoint.load_param, input_dir), output_dir, dtype=dtype,
-        tokenizer_dir=tokenizer_dir if os.path.isdir(tokenizer_dir) else None,
+        config, image, functools.partial(checkpoint.load_param, input_dir), output_dir, dtype=dtype,
+        tokenizer_dir=lm_checkpoint.tokenizer_dir(input_dir),
         max_shard_bytes=max_shard_bytes, overwrite=False, progress=progress,
     )
     return config

@@ -38,13 +38,17 @@ _TFDS_SPLIT = flags.DEFINE_string("tfds_split", "train", "TFDS split.")
 _VQGAN = flags.DEFINE_string("vqgan", None, "VQGAN checkpoint (see liquid_jax.codec.load_vqgan).", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Output directory.", required=True)
 _PREFIX = flags.DEFINE_string("prefix", "images", "Shard file name prefix.")
-_RESOLUTION = flags.DEFINE_integer("resolution", 512, "Square image size fed to the VQGAN.")
+_RESOLUTION = flags.DEFINE_integer("resolution", None, "Square image size fed to the VQGAN (default: the "
+                                   "resolution it was trained at, 512 for Chameleon's).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per VQGAN call.")
 _PER_SHARD = flags.DEFINE_integer("images_per_shard", 10_000, "Images per output shard (folder, tfds).")
 _MAX_ASPECT = flags.DEFINE_float("max_aspect_ratio", MAX_ASPECT_RATIO, "Drop images more elongated than this.")
 _THREADS = flags.DEFINE_integer("decode_threads", 8, "Threads decoding and resizing images.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "Workers sharing the job (0: one per jax process).")
 _WORKER_INDEX = flags.DEFINE_integer("worker_index", -1, "This worker's index in [0, num_workers).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace every shard of an --output folder made with other settings or inputs "
+    "(without it such a folder is refused).")
 
 
 def main(argv: list[str]) -> None:
@@ -68,11 +72,12 @@ def main(argv: list[str]) -> None:
         _OUTPUT.value,
         codec,
         prefix=_PREFIX.value,
-        resolution=_RESOLUTION.value,
+        resolution=_RESOLUTION.value or codec.config.resolution,
         batch_size=_BATCH.value,
         max_aspect_ratio=_MAX_ASPECT.value,
         decode_threads=_THREADS.value,
         worker=shards.worker_slot(_NUM_WORKERS.value, _WORKER_INDEX.value),
+        overwrite=_OVERWRITE.value,
     )
     summary = {k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}
     logging.info("done: %s", summary)

@@ -22,6 +22,9 @@ _KEY_FIELD = flags.DEFINE_string("key_field", "id", "JSON field / Parquet column
 _TXT_MODE = flags.DEFINE_enum("txt_mode", "file", list(pretokenize_text.TXT_MODES), "A .txt file is one document, or one per line.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "Workers sharing the job (0: one per jax process).")
 _WORKER_INDEX = flags.DEFINE_integer("worker_index", -1, "This worker's index in [0, num_workers).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace every shard of an --output folder made with other settings or inputs "
+    "(without it such a folder is refused).")
 
 
 def main(argv: list[str]) -> None:
@@ -34,6 +37,7 @@ def main(argv: list[str]) -> None:
         key_field=_KEY_FIELD.value,
         txt_mode=_TXT_MODE.value,
         worker=shards.worker_slot(_NUM_WORKERS.value, _WORKER_INDEX.value),
+        overwrite=_OVERWRITE.value,
     )
     logging.info("done: %s", totals)
     print(json.dumps(totals))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import tarfile
@@ -34,10 +35,21 @@ class ImageItem:
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-    """A slice of the input written to one shard."""
+    """A slice of the input written to one shard; ``fingerprint`` identifies its content
+    wherever the input lies (caption rows, file name and size, data set slice)."""
 
     description: str
     items: Callable[[], Iterator[ImageItem]]
+    fingerprint: str
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def inputs_fingerprint(units: list[Unit]) -> str:
+    """One fingerprint of every unit's content, in order."""
+    return _digest([u.fingerprint for u in units])
 
 
 def _caption_rows(path: str) -> list[dict[str, Any]]:
@@ -76,7 +88,8 @@ def folder_units(
         return gen
 
     return [
-        Unit(f"{captions} rows {s + 1}-{min(s + per_shard, len(rows))}", items(rows[s : s + per_shard]))
+        Unit(f"{captions} rows {s + 1}-{min(s + per_shard, len(rows))}", items(rows[s : s + per_shard]),
+             _digest([image_field, caption_field, rows[s : s + per_shard]]))
         for s in range(0, len(rows), per_shard)
     ]
 
@@ -129,7 +142,8 @@ def webdataset_units(patterns: list[str], caption_field: str) -> list[Unit]:
     tars = sorted({p for pattern in patterns for p in glob.glob(pattern)})
     if not tars:
         raise FileNotFoundError(f"no .tar files match {patterns}")
-    return [Unit(t, (lambda t=t: _tar_items(t, caption_field))) for t in tars]
+    return [Unit(t, (lambda t=t: _tar_items(t, caption_field)),
+                 _digest([caption_field, os.path.basename(t), os.path.getsize(t)])) for t in tars]
 
 
 def _caption_text(value: Any) -> str | None:
@@ -166,7 +180,9 @@ def tfds_units(
 
         return gen
 
-    return [Unit(f"{name}[{split}] {s}-{min(s + per_shard, n)}", items(s, min(s + per_shard, n))) for s in range(0, n, per_shard)]
+    return [Unit(f"{name}[{split}] {s}-{min(s + per_shard, n)}", items(s, min(s + per_shard, n)),
+                 _digest([name, split, image_field, caption_field, s, min(s + per_shard, n)]))
+            for s in range(0, n, per_shard)]
 
 
 def _as_pil(value: Any):

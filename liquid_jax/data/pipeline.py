@@ -21,12 +21,19 @@ Image-code targets are those with ``targets >= text_vocab_size`` (see
 
 Skipped records (by reason), truncated or dropped long documents, examples per mode
 and tokens per modality are accumulated, for this process, in ``DataIterator.counters``
-and saved with the iterator state. Mixing is Grain's deterministic proportional
-interleave, so each source's share of examples matches its weight closely.
+and saved with the iterator state; so are, per source, the records read and those that
+could not be used (skipped, or an image too long for a row). Nothing spins or trains on
+nothing silently: before the first batch every source is inspected (``inspect_source``:
+kind, VQGAN, a first usable record); a run of ``MAX_CONSECUTIVE_SKIPS`` unusable records
+in a row, or a source whose unusable share passes ``max_skip_fraction`` once it has given
+``SKIP_CHECK_RECORDS`` records, stops with a ``DataError`` naming the source and reasons.
+Mixing is Grain's deterministic proportional interleave, so each source's share of
+examples matches its weight closely.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from typing import Any, Mapping
@@ -40,8 +47,11 @@ from jax.sharding import Mesh, NamedSharding
 
 from liquid_jax.data import packing, records
 from liquid_jax.data.sequences import T2I_SUFFIXES, Encoder, SequenceBuilder
-from liquid_jax.data.sources import ProcessShare, ReadFailure, TolerantSource, list_shards, process_share
+from liquid_jax.data.sources import (
+    DataError, ProcessShare, ReadFailure, SourceInfo, TolerantSource, inspect_source, list_shards, process_share,
+)
 from liquid_jax.model.config import SpecialTokens
+from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE
 from liquid_jax.sharding import logical_to_spec
 
 SOURCE_KINDS = ("text", "image")
@@ -64,6 +74,10 @@ COUNTERS = tuple(f"skipped_{r}" for r in SKIP_REASONS) + (
 # Counted by DataIterator from the batches themselves.
 TOKEN_COUNTERS = ("tokens_text", "tokens_image", "loss_tokens_text", "loss_tokens_image", "padding")
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
+# Per source, after COUNTERS: records read, records that could not be used.
+SOURCE_COUNTERS = ("records", "unusable")
+MAX_CONSECUTIVE_SKIPS = 10_000
+SKIP_CHECK_RECORDS = 256
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -75,8 +89,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.t2i_ratio = 0.5  # image records -> text-to-image with this probability, else caption
     c.cfg_drop = 0.1  # text-to-image text replaced by <unconditional>
     c.size_prefix = False
-    c.pixels_per_code = 16  # VQGAN downsampling, for the size prefix
+    c.pixels_per_code = 0  # VQGAN downsampling, for the size prefix; 0: from the shards' manifest (else 16)
     c.codebook_size = 8192
+    c.max_skip_fraction = 0.1  # a source with more unusable records stops the run
     c.text_eos = True
     c.long_document = "split"  # split | truncate | drop (text); image examples that
     # do not fit a row are always dropped, since a cut image is not a training example
@@ -92,11 +107,11 @@ def default_config() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class SourceSpec:
-    """One entry of ``config.data.sources``."""
+    """One entry of ``config.data.sources``; ``kind`` None: read from the shards."""
 
     name: str
     path: str
-    kind: str
+    kind: str | None
     weight: float
 
     @classmethod
@@ -105,15 +120,15 @@ class SourceSpec:
         unknown = set(entry) - {"name", "path", "kind", "weight"}
         if unknown:
             raise ValueError(f"data.sources[{index}]: unknown keys {sorted(unknown)}")
-        if "path" not in entry or "kind" not in entry:
-            raise ValueError(f"data.sources[{index}]: 'path' and 'kind' are required")
+        if "path" not in entry:
+            raise ValueError(f"data.sources[{index}]: 'path' is required")
         spec = cls(
             name=str(entry.get("name", f"source{index}")),
             path=str(entry["path"]),
-            kind=str(entry["kind"]),
+            kind=None if entry.get("kind") is None else str(entry["kind"]),
             weight=float(entry.get("weight", 1.0)),
         )
-        if spec.kind not in SOURCE_KINDS:
+        if spec.kind is not None and spec.kind not in SOURCE_KINDS:
             raise ValueError(f"data.sources[{index}] ({spec.name}): kind {spec.kind!r} not in {SOURCE_KINDS}")
         if not spec.weight > 0:
             raise ValueError(f"data.sources[{index}] ({spec.name}): weight must be > 0, got {spec.weight}")
@@ -126,13 +141,14 @@ def image_target_mask(targets: np.ndarray | jax.Array, text_vocab_size: int):
 
 
 class _Tag:
-    """Pairs a raw record with its source kind (a class, so workers can pickle it)."""
+    """Pairs a raw record with its source's kind and index (a class, so workers can pickle it)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, source: int):
         self.kind = kind
+        self.source = source
 
     def __call__(self, raw):
-        return self.kind, raw
+        return self.kind, self.source, raw
 
 
 class _BuildExample:
@@ -145,33 +161,42 @@ class _BuildExample:
         self.codebook_size = codebook_size
 
     def __call__(self, tagged, rng: np.random.Generator) -> dict[str, Any]:
-        kind, raw = tagged
+        kind, source, raw = tagged
         if isinstance(raw, ReadFailure):
             logging.warning("unreadable record: %s", raw.detail)
-            return {"skip": "read_error"}
+            return {"skip": "read_error", "source": source}
         try:
             if kind == "text":
                 rec = records.decode_text_record(raw)
-                return {"kind": "text", "example": self.builder.text(rec.text)}
+                return {"kind": "text", "example": self.builder.text(rec.text), "source": source}
             rec = records.decode_image_record(raw, self.codebook_size)
         except records.RecordError as e:
-            return {"skip": e.reason}
+            return {"skip": e.reason, "source": source}
         if rng.random() < self.t2i_ratio:
             suffix = int(rng.integers(len(T2I_SUFFIXES)))
             unconditional = bool(rng.random() < self.cfg_drop)
             example = self.builder.text_to_image(rec.caption, rec.codes, rec.h, rec.w, suffix, unconditional)
-            return {"kind": "t2i", "example": example}
-        return {"kind": "caption", "example": self.builder.caption(rec.caption, rec.codes, rec.h, rec.w)}
+            return {"kind": "t2i", "example": example, "source": source}
+        return {"kind": "caption", "example": self.builder.caption(rec.caption, rec.codes, rec.h, rec.w),
+                "source": source}
 
 
 _INDEX = {name: i for i, name in enumerate(COUNTERS)}
 
 
-def _pieces(element: dict[str, Any], seq_len: int, policy: str) -> tuple[list[np.ndarray], np.ndarray]:
+def counter_names(source_names: list[str]) -> tuple[str, ...]:
+    """Names of a counters vector: ``COUNTERS``, then per source ``source_<what>/<name>``."""
+    return COUNTERS + tuple(f"source_{what}/{name}" for name in source_names for what in SOURCE_COUNTERS)
+
+
+def _pieces(element: dict[str, Any], seq_len: int, policy: str, num_sources: int) -> tuple[list[np.ndarray], np.ndarray]:
     """The packable pieces of one built element and its counters."""
-    counts = np.zeros(len(COUNTERS), np.int64)
+    counts = np.zeros(len(COUNTERS) + len(SOURCE_COUNTERS) * num_sources, np.int64)
+    per_source = len(COUNTERS) + len(SOURCE_COUNTERS) * element["source"]
+    counts[per_source] += 1
     if "skip" in element:
         counts[_INDEX["skipped_" + element["skip"]]] += 1
+        counts[per_source + 1] += 1
         return [], counts
     kind = element["kind"]
     counts[_INDEX["examples_" + kind]] += 1
@@ -179,24 +204,36 @@ def _pieces(element: dict[str, Any], seq_len: int, policy: str) -> tuple[list[np
     pieces, cut = packing.fit_to_row(rows, seq_len, policy if kind == "text" else "drop")
     if cut:
         counts[_INDEX["truncated" if pieces else "dropped_too_long"]] += 1
+    if not pieces:
+        counts[per_source + 1] += 1
     return pieces, counts
 
 
 class _DocumentIterator(grain.DatasetIterator):
     """Yields ``{"row", "counters"}`` pieces; counters of skipped records ride on the next piece."""
 
-    def __init__(self, parent: grain.DatasetIterator, seq_len: int, policy: str):
+    def __init__(self, parent: grain.DatasetIterator, seq_len: int, policy: str, source_names: list[str]):
         super().__init__(parent)
         self._seq_len = seq_len
         self._policy = policy
-        self._pending = np.zeros(len(COUNTERS), np.int64)
+        self._names = list(source_names)
+        self._pending = np.zeros(len(counter_names(self._names)), np.int64)
         self._pieces: list[dict[str, np.ndarray]] = []
         self._emitted = 0
         # Restoring replays the element whose pieces are being emitted.
         self._state_before = self._parent.get_state()
         self._pending_before = self._pending.copy()
 
+    def _give_up(self, skipped: collections.Counter) -> None:
+        (source, _), _ = skipped.most_common(1)[0]
+        reasons = {f"{self._names[s]}: {r}": n for (s, r), n in skipped.most_common(5)}
+        raise DataError(
+            f"data source {self._names[source]!r}: the last {MAX_CONSECUTIVE_SKIPS} records were all "
+            f"unusable ({reasons}); check its shards, its kind and the model's image codes and seq_len"
+        )
+
     def _load(self) -> None:
+        skipped: collections.Counter = collections.Counter()
         while True:
             self._state_before = self._parent.get_state()
             self._pending_before = self._pending.copy()
@@ -208,15 +245,18 @@ class _DocumentIterator(grain.DatasetIterator):
                 # A finite stream ends with skips: an empty piece still carries them.
                 pieces = [np.zeros((0, 3), np.int32)]
                 break
-            pieces, counts = _pieces(element, self._seq_len, self._policy)
+            pieces, counts = _pieces(element, self._seq_len, self._policy, len(self._names))
             self._pending += counts
             if pieces:
                 break
+            skipped[element["source"], element.get("skip", "too_long_for_seq_len")] += 1
+            if sum(skipped.values()) >= MAX_CONSECUTIVE_SKIPS:
+                self._give_up(skipped)
         self._pieces = [
             {"row": p, "counters": self._pending if i == 0 else np.zeros_like(self._pending)}
             for i, p in enumerate(pieces)
         ]
-        self._pending = np.zeros(len(COUNTERS), np.int64)
+        self._pending = np.zeros_like(self._pending)
         self._emitted = 0
 
     def __next__(self) -> dict[str, np.ndarray]:
@@ -241,25 +281,44 @@ class _DocumentIterator(grain.DatasetIterator):
 
 
 class _Documents(grain.IterDataset):
-    def __init__(self, parent: grain.IterDataset, seq_len: int, policy: str):
+    def __init__(self, parent: grain.IterDataset, seq_len: int, policy: str, source_names: list[str]):
         super().__init__(parent)
         self._seq_len = seq_len
         self._policy = policy
+        self._names = source_names
 
     def __iter__(self) -> _DocumentIterator:
-        return _DocumentIterator(self._parent.__iter__(), self._seq_len, self._policy)
+        return _DocumentIterator(self._parent.__iter__(), self._seq_len, self._policy, self._names)
 
 
 @dataclasses.dataclass
 class BuiltSources:
-    """What ``build_dataset`` read: per source its share and unreadable shards."""
+    """What ``build_dataset`` read: per source its share and what it holds, the
+    unreadable shards, and the pixels per code of the image sources."""
 
     shares: dict[str, ProcessShare]
     bad_shards: list[str]
+    infos: dict[str, SourceInfo]
+    pixels_per_code: int | None
+
+
+def _pixels_per_code(config: ml_collections.ConfigDict, infos: dict[str, SourceInfo]) -> int | None:
+    """``data.pixels_per_code``, or the image shards' VQGAN's (they must agree); None
+    when neither says."""
+    recorded = {name: i.vqgan.pixels_per_code for name, i in infos.items() if i.vqgan is not None}
+    for name, value in recorded.items():
+        if config.pixels_per_code and value != config.pixels_per_code:
+            raise DataError(f"data source {name!r} was made by a VQGAN with {value} pixels per code, "
+                            f"data.pixels_per_code is {config.pixels_per_code}; leave it 0 to use the shards'")
+    fingerprints = {i.vqgan.fingerprint for i in infos.values() if i.vqgan is not None}
+    if len(fingerprints) > 1:
+        raise DataError(f"the image sources were made by different VQGANs {sorted(fingerprints)}; "
+                        "a model learns the codes of one")
+    return config.pixels_per_code or next(iter(recorded.values()), None)
 
 
 def _source_dataset(
-    spec: SourceSpec, share: ProcessShare, seed: int, num_epochs: int, bad: list[str]
+    spec: SourceSpec, index: int, kind: str, share: ProcessShare, seed: int, num_epochs: int, bad: list[str]
 ) -> grain.MapDataset:
     source = TolerantSource(share.files)
     bad += source.bad_shards
@@ -268,7 +327,7 @@ def _source_dataset(
     ds = grain.MapDataset.source(source)
     if share.record_stride > 1:
         ds = ds[share.record_offset :: share.record_stride]
-    return ds.shuffle(seed=seed).repeat(num_epochs or None).map(_Tag(spec.kind))
+    return ds.shuffle(seed=seed).repeat(num_epochs or None).map(_Tag(kind, index))
 
 
 def build_dataset(
@@ -287,18 +346,25 @@ def build_dataset(
     specs = [SourceSpec.from_config(i, s) for i, s in enumerate(config.sources)]
     if not specs:
         raise ValueError("data.sources is empty")
+    names = [s.name for s in specs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"data.sources have repeated names {names}; give each a distinct \"name\"")
+    files = {s.name: list_shards(s.path) for s in specs}
+    infos = {s.name: inspect_source(s.name, s.path, s.kind, files[s.name], config.codebook_size) for s in specs}
+    pixels_per_code = _pixels_per_code(config, infos)
     builder = SequenceBuilder(
         tokenizer=tokenizer,
         special=special,
         text_vocab_size=text_vocab_size,
         size_prefix=config.size_prefix,
-        pixels_per_code=config.pixels_per_code,
+        pixels_per_code=pixels_per_code or DEFAULT_PIXELS_PER_CODE,
         text_eos=config.text_eos,
     )
     shares, bad, datasets = {}, [], []
     for i, spec in enumerate(specs):
-        shares[spec.name] = process_share(list_shards(spec.path), process_index, process_count)
-        datasets.append(_source_dataset(spec, shares[spec.name], config.seed + 1000 * i, config.num_epochs, bad))
+        shares[spec.name] = process_share(files[spec.name], process_index, process_count)
+        datasets.append(_source_dataset(spec, i, infos[spec.name].kind, shares[spec.name],
+                                        config.seed + 1000 * i, config.num_epochs, bad))
     mixed = grain.MapDataset.mix(datasets, [s.weight for s in specs])
     built = mixed.random_map(
         _BuildExample(builder, config.t2i_ratio, config.cfg_drop, config.codebook_size),
@@ -306,7 +372,7 @@ def build_dataset(
     )
     it = built.to_iter_dataset(grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=64))
     rows = packing.pack(
-        _Documents(it, config.seq_len, config.long_document),
+        _Documents(it, config.seq_len, config.long_document, names),
         config.seq_len,
         num_bins=config.packing_bins,
         seed=config.seed,
@@ -322,7 +388,7 @@ def build_dataset(
                 num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size
             )
         )
-    return batches, BuiltSources(shares=shares, bad_shards=bad)
+    return batches, BuiltSources(shares=shares, bad_shards=bad, infos=infos, pixels_per_code=pixels_per_code)
 
 
 class DataIterator:
@@ -338,12 +404,17 @@ class DataIterator:
         text_vocab_size: int,
         mesh: Mesh | None = None,
         bad_shards: list[str] | None = None,
+        built: BuiltSources | None = None,
+        max_skip_fraction: float = 1.0,
     ):
         self._iterator = iter(dataset)
         self._text_vocab_size = text_vocab_size
         self._sharding = None if mesh is None else NamedSharding(mesh, logical_to_spec(("batch", None), mesh=mesh))
         self.bad_shards = list(bad_shards or [])
-        self._counters = dict.fromkeys(COUNTERS + TOKEN_COUNTERS, 0)
+        self.built = built
+        self._max_skip_fraction = max_skip_fraction
+        self._names = counter_names(list(built.infos) if built is not None else [])
+        self._counters = dict.fromkeys(self._names + TOKEN_COUNTERS, 0)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -353,9 +424,23 @@ class DataIterator:
     def __iter__(self) -> "DataIterator":
         return self
 
+    def _check_skips(self) -> None:
+        for name in (self.built.infos if self.built is not None else ()):
+            seen = self._counters[f"source_records/{name}"]
+            unusable = self._counters[f"source_unusable/{name}"]
+            if seen >= SKIP_CHECK_RECORDS and unusable > self._max_skip_fraction * seen:
+                reasons = {k: v for k, v in self._counters.items()
+                           if v and (k.startswith("skipped_") or k == "dropped_too_long")}
+                raise DataError(
+                    f"data source {name!r}: {unusable} of its first {seen} records could not be used "
+                    f"(more than data.max_skip_fraction={self._max_skip_fraction}; all sources: {reasons}); "
+                    "check the shards, the model's image codes and data.seq_len"
+                )
+
     def _count(self, batch: dict[str, np.ndarray], doc_counts: np.ndarray) -> None:
-        for name, n in zip(COUNTERS, doc_counts.sum(axis=0)):
+        for name, n in zip(self._names, doc_counts.sum(axis=0)):
             self._counters[name] += int(n)
+        self._check_skips()
         real = batch["segment_ids"] > 0
         image = image_target_mask(batch["targets"], self._text_vocab_size) & real
         text = real & ~image
@@ -393,7 +478,7 @@ class DataIterator:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._iterator.set_state(state["grain"])
-        self._counters = dict.fromkeys(COUNTERS + TOKEN_COUNTERS, 0) | dict(state["counters"])
+        self._counters = dict.fromkeys(self._names + TOKEN_COUNTERS, 0) | dict(state["counters"])
 
 
 def make_iterator(
@@ -404,5 +489,8 @@ def make_iterator(
     mesh: Mesh | None = None,
 ) -> DataIterator:
     """The trainer's entry point: ``config`` is ``config.data``."""
+    if not 0.0 <= config.max_skip_fraction <= 1.0:
+        raise ValueError(f"data.max_skip_fraction must be in [0, 1], got {config.max_skip_fraction}")
     dataset, built = build_dataset(config, tokenizer, special, text_vocab_size)
-    return DataIterator(dataset, text_vocab_size, mesh=mesh, bad_shards=built.bad_shards)
+    return DataIterator(dataset, text_vocab_size, mesh=mesh, bad_shards=built.bad_shards, built=built,
+                        max_skip_fraction=config.max_skip_fraction)

@@ -7,12 +7,15 @@ white, LANCZOS short side, center crop), images whose long/short side ratio exce
 by the jitted codec. Unreadable images, missing or empty captions and dropped images
 are listed by key in ``<shard>.report.json``; ``report.json`` merges all shard
 reports of the output directory. Finished shards are skipped on a re-run.
+
+The folder's ``dataset.json`` (``manifest``) records the VQGAN (codebook fingerprint,
+size, downsampling), the grid, the settings and the inputs; a run with other ones is
+refused before any work (or, with ``overwrite``, replaces every shard).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import glob
 import json
 import os
 from typing import Any
@@ -20,8 +23,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from liquid_jax.data import records, shards
-from liquid_jax.data.image_inputs import ImageItem, Unit
+from liquid_jax import paths
+from liquid_jax.errors import UserError
+
+from liquid_jax.data import manifest, records, shards
+from liquid_jax.data.image_inputs import ImageItem, Unit, inputs_fingerprint
 from liquid_jax.tokenizer.image import MAX_ASPECT_RATIO, ImageError, aspect_ratio, load_image, resize_center_crop
 
 REPORT_FILE = "report.json"
@@ -101,18 +107,31 @@ def _drain(entry, encoder: _Encoder, report: dict, progress) -> None:
     progress.update(1)
 
 
-def merge_reports(output_dir: str) -> dict[str, Any]:
+def merge_reports(output_dir: str | os.PathLike) -> dict[str, Any]:
     """Sums the per-shard reports in ``output_dir`` into ``report.json`` and returns it."""
+    folder = paths.resolve(output_dir)
     merged: dict[str, Any] = {"shards": 0, "written": 0, **{k: [] for k in REPORT_LISTS}}
-    for path in sorted(glob.glob(os.path.join(output_dir, f"*{records.SHARD_SUFFIX}.report.json"))):
-        with open(path) as f:
-            report = json.load(f)
+    for path in sorted(folder.glob(f"*{records.SHARD_SUFFIX}.report.json")):
+        report = json.loads(path.read_text())
         merged["shards"] += 1
         merged["written"] += report["written"]
         for k in REPORT_LISTS:
             merged[k] += report[k]
-    shards.write_json_atomic(os.path.join(output_dir, REPORT_FILE), merged)
+    shards.write_json_atomic(folder / REPORT_FILE, merged)
     return merged
+
+
+def image_manifest(units: list[Unit], codec, *, prefix: str, resolution: int,
+                   max_aspect_ratio: float) -> manifest.Manifest:
+    """The manifest of the shards these settings make from ``units`` with ``codec``."""
+    return manifest.Manifest(
+        kind="image",
+        settings={"prefix": prefix, "resolution": resolution, "max_aspect_ratio": max_aspect_ratio,
+                  "units": len(units)},
+        inputs=inputs_fingerprint(units),
+        vqgan=manifest.VQGANInfo(codec.fingerprint, codec.codebook_size, codec.downsample_factor),
+        grids=(codec.grid_for(resolution, resolution),),
+    )
 
 
 def pretokenize_images(
@@ -126,21 +145,31 @@ def pretokenize_images(
     max_aspect_ratio: float = MAX_ASPECT_RATIO,
     decode_threads: int = 8,
     worker: tuple[int, int] = (0, 1),
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Writes this worker's shards (round-robin over units) and returns the merged report."""
+    if not units:
+        raise UserError("the input holds no images; check --input and --captions")
     index, count = worker
     mine = [(i, u) for i, u in enumerate(units) if i % count == index]
-    todo = [(i, u) for i, u in mine if not shards.exists(os.path.join(output_dir, records.shard_name(prefix, i, len(units))))]
+    names = {i: records.shard_name(prefix, i, len(units)) for i, _ in mine}
+    manifest.prepare(
+        output_dir,
+        image_manifest(units, codec, prefix=prefix, resolution=resolution, max_aspect_ratio=max_aspect_ratio),
+        list(names.values()), overwrite=overwrite, single_worker=count == 1,
+    )
+    folder = paths.resolve(output_dir)
+    todo = [(i, u) for i, u in mine if not shards.exists(folder / names[i])]
     progress = tqdm(desc=f"images (worker {index}/{count}, {len(todo)}/{len(mine)} shards to do)", unit="img")
     with concurrent.futures.ThreadPoolExecutor(decode_threads) as pool:
         for i, unit in todo:
-            out = os.path.join(output_dir, records.shard_name(prefix, i, len(units)))
+            out = os.fspath(folder / names[i])
             report = _write_unit(
                 unit, out, codec, pool, progress,
                 resolution=resolution, batch_size=batch_size, max_aspect=max_aspect_ratio,
             )
             shards.write_json_atomic(out + ".report.json", report)
     progress.close()
-    merged = merge_reports(output_dir)
+    merged = merge_reports(folder)
     merged["shards_already_done"] = len(mine) - len(todo)
     return merged

@@ -4,20 +4,26 @@ Text is stored raw (tokenization happens in the input pipeline), one output shar
 input file, ``{prefix}-{i:05d}-of-{n:05d}.array_record`` for the i-th input in sorted
 order. Unusable documents (invalid UTF-8 or JSON, missing or empty text) are skipped
 and listed, with their line or row, in ``<shard>.report.json``. Finished shards are
-skipped on a re-run; the inputs are split over workers round-robin.
+skipped on a re-run; the inputs are split over workers round-robin. The folder's
+``dataset.json`` (``manifest``) records the settings and the inputs (file names and
+sizes); a run with other ones is refused before any work, or with ``overwrite``
+replaces every shard.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 from typing import Iterator
 
 from tqdm import tqdm
 
-from liquid_jax.data import records, shards
+from liquid_jax import paths
+from liquid_jax.data import manifest, records, shards
+from liquid_jax.errors import UserError
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt", ".parquet": "parquet"}
 TXT_MODES = ("file", "line")
@@ -35,9 +41,9 @@ def expand_inputs(patterns: list[str]) -> list[str]:
     """Sorted files matched by paths or globs; raises if a pattern matches nothing."""
     files = set()
     for pattern in patterns:
-        matched = glob.glob(pattern)
+        matched = glob.glob(os.path.expanduser(pattern))
         if not matched:
-            raise FileNotFoundError(f"input {pattern!r} matches no file")
+            raise FileNotFoundError(f"--input {pattern!r} matches no file")
         files.update(matched)
     return sorted(files)
 
@@ -45,7 +51,7 @@ def expand_inputs(patterns: list[str]) -> list[str]:
 def input_format(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
-        raise ValueError(f"{path}: unknown text input extension {ext!r}; expected one of {sorted(FORMATS)}")
+        raise UserError(f"{path}: unknown text input extension {ext!r}; expected one of {sorted(FORMATS)}")
     return FORMATS[ext]
 
 
@@ -104,7 +110,7 @@ def _read_parquet(path: str, text_field: str, key_field: str) -> Iterator[record
     pf = pq.ParquetFile(path)
     names = pf.schema_arrow.names
     if text_field not in names:
-        raise ValueError(f"{path}: no column {text_field!r} (columns: {names})")
+        raise UserError(f"{path}: no column {text_field!r} (columns: {names}); set --text_field")
     columns = [text_field] + ([key_field] if key_field in names else [])
     row = 0
     for batch in pf.iter_batches(columns=columns):
@@ -138,15 +144,27 @@ def pretokenize_text(
     key_field: str = "id",
     txt_mode: str = "file",
     worker: tuple[int, int] = (0, 1),
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Writes this worker's shards; returns counts of written, skipped and resumed."""
     files = expand_inputs(inputs)
+    for f in files:
+        input_format(f)  # every extension is known before the first shard is written
     index, count = worker
-    totals = {"documents": 0, "skipped": 0, "shards_written": 0, "shards_already_done": 0}
     mine = list(range(len(files)))[index::count]
+    names = {i: records.shard_name(prefix, i, len(files)) for i in mine}
+    made = manifest.Manifest(
+        kind="text",
+        settings={"prefix": prefix, "text_field": text_field, "key_field": key_field, "txt_mode": txt_mode},
+        inputs=hashlib.sha256(json.dumps(
+            [[os.path.basename(f), os.path.getsize(f)] for f in files]).encode()).hexdigest()[:16],
+    )
+    manifest.prepare(output_dir, made, list(names.values()), overwrite=overwrite, single_worker=count == 1)
+    folder = paths.resolve(output_dir)
+    totals = {"documents": 0, "skipped": 0, "shards_written": 0, "shards_already_done": 0}
     progress = tqdm(total=len(mine), desc=f"text shards (worker {index}/{count})", unit="shard")
     for i in mine:
-        out = os.path.join(output_dir, records.shard_name(prefix, i, len(files)))
+        out = os.fspath(folder / names[i])
         progress.update(1)
         if shards.exists(out):
             totals["shards_already_done"] += 1

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from liquid_jax.convert.hf import export_hf
 from liquid_jax.demo import pretokenize_stage, tokenizer_stage, training
 from liquid_jax.demo.stages import Context
 from liquid_jax.model.config import model_config_dict
 from liquid_jax.tokenizer.text import SentencePieceTokenizer
-from liquid_jax.train import trainer
+from liquid_jax.train import export
 
 STAGE = "base_lm"
 HF_DIR = "hf"
@@ -38,8 +37,7 @@ def train_base(context: Context, stage: str, model: ml_collections.ConfigDict) -
     )
     workdir = context.path(stage, training.TRAIN_DIR)
     result = training.train(config, workdir)
-    export_hf(trainer.model_config(config), training.trained_params(workdir), hf_path(context, stage),
-              tokenizer_dir=context.path(tokenizer_stage.STAGE), overwrite=True)
+    export.export(workdir, hf_path(context, stage), to="hf", overwrite=True)
     return {"hf_dir": hf_path(context, stage), "steps": result.step,
             "final_loss": result.last_metrics.get("loss"), "metrics": training.metrics_path(workdir)}
 

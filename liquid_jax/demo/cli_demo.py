@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from liquid_jax.demo import experiments
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import Context
+from liquid_jax.errors import UserError
 from liquid_jax.train import config as train_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -41,21 +42,16 @@ _EXPERIMENT = flags.DEFINE_enum("experiment", None, list(experiments.EXPERIMENTS
 def parse_flags(argv: list[str]) -> list[str]:
     """Parses the demo's flags (``liquid-jax`` calls this); an unknown --config.* key exits
     naming the nearest valid keys."""
-    try:
-        train_config.check_overrides(argv)
-        rest = FLAGS(argv)
-    except (flags.Error, ValueError) as e:
-        raise SystemExit(f"{argv[0]}: {e}\n\n{FLAGS.main_module_help()}") from e
+    train_config.check_overrides(argv)
+    rest = FLAGS(argv)
     if FLAGS["workdir"].value is None:
-        raise SystemExit(f"{argv[0]}: --workdir is required")
+        raise UserError("--workdir is required")
     flags.FLAGS.mark_as_parsed()
     return rest
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise SystemExit(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every read and write at INFO
+    del argv
     context = Context(_CONFIG.value, os.path.abspath(_WORKDIR.value))
     if _EXPERIMENT.value:
         table = experiments.run_experiment(_EXPERIMENT.value, context)

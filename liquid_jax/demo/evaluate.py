@@ -70,7 +70,7 @@ def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, g
     start = time.perf_counter()
     result = generate_images(
         lm.model, lm.tokenizer, list(prompts), codec, cfg=sample.cfg, sampling=sampling_params(sample),
-        num_images=1, seed=seed, grid=grid, progress="text-to-image",
+        num_images=1, seed=seed, grid=grid, size_prefix=lm.image.size_prefix, progress="text-to-image",
     )
     seconds = time.perf_counter() - start
     return result.images, result.codes.size / seconds
@@ -79,7 +79,8 @@ def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, g
 def describe_images(lm: LiquidLM, codec: ImageCodec, images: np.ndarray, max_new_tokens: int) -> list[str]:
     """Greedy captions with upstream's captioning prompt."""
     return caption_images(lm.model, lm.tokenizer, list(images), max_new_tokens, codec=codec,
-                          image_size=images.shape[1], progress="captioning").texts
+                          image_size=images.shape[1], size_prefix=lm.image.size_prefix,
+                          progress="captioning").texts
 
 
 def evaluate_prompts(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any,

@@ -11,10 +11,11 @@ import os
 
 import ml_collections
 
-from liquid_jax import checkpoint
-from liquid_jax.convert.hf import config_from_metadata, convert_hf_to_liquid
+from liquid_jax.convert.hf import convert_hf_to_liquid
 from liquid_jax.demo import base_lm_stage, pretokenize_stage, tokenizer_stage, training, vqgan_stage
 from liquid_jax.demo.stages import Context
+from liquid_jax.lm_checkpoint import read_model_card
+from liquid_jax.train import export
 
 STAGE = "liquid"
 INIT_DIR = "init"
@@ -46,22 +47,18 @@ def train_liquid(context: Context, stage: str, base_hf: str, run: ml_collections
     init = context.path(stage, INIT_DIR)
     if not os.path.exists(init):
         convert_hf_to_liquid(base_hf, init, extend_image_codes=vqgan["codebook_size"])
-    stored = config_from_metadata(checkpoint.read_metadata(init), init)
+    stored, _ = read_model_card(init)
     model = ml_collections.ConfigDict(stored.replace(dtype="float32").to_dict())
     config = training.run_config(model, run, tokenizer_stage.tokenizer_path(context),
                                  mixture(context, run), context.config.seed)
     config.init.kind, config.init.path = "checkpoint", init
-    config.data.codebook_size = vqgan["codebook_size"]
     config.data.t2i_ratio = run.t2i_ratio
     config.data.cfg_drop = run.cfg_drop
-    # Image sequences carry the size prefix because the grid is not the 32x32 default;
-    # the samplers add it for such grids too.
+    # Image sequences state their size; the model's card records it, and the samplers follow.
     config.data.size_prefix = True
-    config.data.pixels_per_code = vqgan["downsample"]
     workdir = context.path(stage, training.TRAIN_DIR)
     result = training.train(config, workdir)
-    training.save_model(model_path(context, stage), stored, training.trained_params(workdir),
-                        tokenizer_stage.tokenizer_path(context))
+    export.export(workdir, model_path(context, stage), overwrite=True)
     return {"model": model_path(context, stage), "steps": result.step,
             "final_loss": result.last_metrics.get("loss"), "metrics": training.metrics_path(workdir)}
 

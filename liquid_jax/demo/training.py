@@ -1,5 +1,4 @@
-"""What the base-LM and Liquid stages share: a trainer config for a demo run, the trained
-parameters read back from the trainer's last checkpoint, and saving them as a model."""
+"""What the base-LM and Liquid stages share: a trainer config for a demo run, and running it."""
 
 from __future__ import annotations
 
@@ -7,15 +6,9 @@ import os
 from typing import Any, Sequence
 
 import ml_collections
-import orbax.checkpoint as ocp
 
-from liquid_jax import checkpoint
-from liquid_jax.convert.hf import CHECKPOINT_KIND, TOKENIZER_SUBDIR
-from liquid_jax.model.config import TransformerConfig
-from liquid_jax.tokenizer.text import SENTENCEPIECE_FILE
 from liquid_jax.train import config as train_config_lib
 from liquid_jax.train import trainer
-from liquid_jax.train.checkpointing import CHECKPOINT_DIR
 from liquid_jax.train.metrics import JSONL_NAME
 
 TRAIN_DIR = "train"
@@ -67,22 +60,3 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> trainer.TrainResul
 
 def metrics_path(workdir: str) -> str:
     return os.path.join(workdir, JSONL_NAME)
-
-
-def trained_params(workdir: str) -> dict[str, Any]:
-    """Parameters of the last checkpoint the trainer wrote in ``workdir``."""
-    with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))) as manager:
-        step = manager.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{workdir}: the trainer wrote no checkpoint")
-    path = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR, str(step), "params"))
-    with ocp.StandardCheckpointer() as reader:
-        return reader.restore(path)
-
-
-def save_model(directory: str, model: TransformerConfig, params: dict[str, Any], tokenizer: str) -> None:
-    """A liquid_jax checkpoint (loadable with ``liquid_jax.load``) with its tokenizer."""
-    checkpoint.save_params(
-        directory, params, {"kind": CHECKPOINT_KIND, "config": model.to_dict()},
-        extra_files={f"{TOKENIZER_SUBDIR}/{SENTENCEPIECE_FILE}": tokenizer}, overwrite=True,
-    )

@@ -14,15 +14,11 @@ from liquid_jax.demo.stages import Context
 from liquid_jax.train import vqgan_losses, vqgan_trainer
 
 STAGE = "vqgan"
-MODEL_DIR = "vqgan"  # where vqgan_trainer writes the final model inside its workdir
-
-
-def vqgan_path(context: Context) -> str:
-    return context.path(STAGE, MODEL_DIR)
 
 
 def load_codec(context: Context, batch_size: int = 64) -> ImageCodec:
-    return load_vqgan(vqgan_path(context), batch_size=batch_size)
+    """The stage's trained VQGAN, read from its training workdir."""
+    return load_vqgan(context.path(STAGE), batch_size=batch_size)
 
 
 def reconstruct(codec: ImageCodec, images: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import html
 import json
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -62,10 +62,10 @@ def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
 
 
 def save_image_grid(
-    path: str, images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 8, scale: int = 2
+    path: str | BinaryIO, images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 8, scale: int = 2
 ) -> None:
-    """Write images as one PNG: a grid of cells, each image enlarged ``scale`` times
-    (nearest neighbour) above its wrapped caption."""
+    """Write images as one PNG (to a path or an open binary file): a grid of cells, each
+    image enlarged ``scale`` times (nearest neighbour) above its wrapped caption."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     if not images:
@@ -92,7 +92,7 @@ def save_image_grid(
         sheet.paste(picture, (x, y))
         for number, line in enumerate(lines):
             draw.text((x, y + image_h + 2 + number * line_h), line, fill="black", font=font)
-    sheet.save(path)
+    sheet.save(path, format="PNG")
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from absl import flags
+from absl import app, flags
+
+from liquid_jax import paths
 
 FLAGS = flags.FLAGS
 
 
 def define_flags(*, temperature: float, top_k: int, top_p: float) -> None:
     """--checkpoint, --dtype, --mesh, --seed and the sampling filters."""
-    flags.DEFINE_string("checkpoint", None, "liquid_jax checkpoint or Hugging Face model directory.",
-                        required=True)
+    flags.DEFINE_string("checkpoint", None, "liquid_jax checkpoint, training workdir or Hugging Face "
+                        "model directory.", required=True)
+    flags.DEFINE_integer("step", None, "With a training workdir: its checkpoint step (default: newest intact).")
     flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "Parameter and compute dtype.")
     flags.DEFINE_list("mesh", None, "Mesh shape data,fsdp,tensor (one entry may be -1), e.g. "
                       "-1,1,4 on a TPU slice; default: one device.")
@@ -24,7 +27,8 @@ def define_flags(*, temperature: float, top_k: int, top_p: float) -> None:
     flags.DEFINE_float("temperature", temperature, "Softmax temperature (0: greedy).")
     flags.DEFINE_integer("top_k", top_k, "Keep the k most likely tokens (0: all).")
     flags.DEFINE_float("top_p", top_p, "Keep the smallest set with this total probability (1: all).")
-    flags.DEFINE_string("vqgan", None, "VQGAN checkpoint (liquid_jax, Chameleon vqgan.ckpt or HF).")
+    flags.DEFINE_string("vqgan", None, "VQGAN: liquid_jax checkpoint, train-vqgan workdir, Chameleon "
+                        "vqgan.ckpt or HF directory.")
 
 
 def sampling_flags() -> dict[str, Any]:
@@ -39,7 +43,7 @@ def _mesh():
     try:
         shape = [int(s) for s in FLAGS.mesh]
     except ValueError:
-        raise SystemExit(f"--mesh must be integers data,fsdp,tensor; got {FLAGS.mesh}") from None
+        raise app.UsageError(f"--mesh must be integers data,fsdp,tensor; got {FLAGS.mesh}") from None
     return make_mesh(shape)
 
 
@@ -47,14 +51,14 @@ def load_model():
     """The LiquidLM of --checkpoint (sharded when --mesh is given)."""
     import liquid_jax
 
-    return liquid_jax.load(FLAGS.checkpoint, dtype=FLAGS.dtype, mesh=_mesh())
+    return liquid_jax.load(FLAGS.checkpoint, dtype=FLAGS.dtype, mesh=_mesh(), step=FLAGS.step)
 
 
 def load_codec(required: bool):
     """The ImageCodec of --vqgan, or None when it is not given and not ``required``."""
     if FLAGS.vqgan is None:
         if required:
-            raise SystemExit("--vqgan is required for this command")
+            raise app.UsageError("--vqgan is required for this command")
         return None
     import liquid_jax
 
@@ -67,17 +71,15 @@ def define_prompt_flags() -> None:
     flags.DEFINE_string("prompts_file", None, "File with one prompt per line.")
 
 
-def reject_arguments(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise SystemExit(f"unexpected arguments: {argv[1:]}")
-
-
 def read_prompts() -> list[str]:
     """--prompt values plus the non-empty lines of --prompts_file."""
     prompts = list(FLAGS.prompt or [])
     if FLAGS.prompts_file:
-        with open(FLAGS.prompts_file, encoding="utf-8") as f:
-            prompts += [line.strip() for line in f if line.strip()]
+        try:
+            text = paths.resolve(FLAGS.prompts_file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--prompts_file {FLAGS.prompts_file} does not exist") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise SystemExit("give at least one --prompt or a --prompts_file")
+        raise app.UsageError("give at least one --prompt or a --prompts_file")
     return prompts

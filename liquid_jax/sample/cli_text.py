@@ -16,7 +16,7 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 256, "Longest continuation in 
 
 
 def main(argv: list[str]) -> None:
-    cli_sample.reject_arguments(argv)
+    del argv
     prompts = cli_sample.read_prompts()
     lm = cli_sample.load_model()
     result = lm.generate_text(prompts, _MAX_NEW.value, progress=True, **cli_sample.sampling_flags())

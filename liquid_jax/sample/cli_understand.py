@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from absl import flags
+from absl import app, flags
 
 from liquid_jax.sample import cli_sample
 
@@ -22,27 +22,20 @@ _IMAGE_SIZE = flags.DEFINE_integer(
 
 
 def main(argv: list[str]) -> None:
-    cli_sample.reject_arguments(argv)
+    del argv
     images = list(_IMAGE.value)
     questions = list(_QUESTION.value or [])
     if _CAPTION.value == bool(questions):
-        raise SystemExit("give either --question (one, or one per --image) or --caption")
+        raise app.UsageError("give either --question (one, or one per --image) or --caption")
     if len(questions) == 1:
         questions *= len(images)
     if not _CAPTION.value and len(questions) != len(images):
-        raise SystemExit(f"{len(questions)} questions for {len(images)} images")
+        raise app.UsageError(f"{len(questions)} questions for {len(images)} images")
     codec = cli_sample.load_codec(required=True)
     lm = cli_sample.load_model()
     if _CAPTION.value:
-        from liquid_jax.sample.lm_sampling import sampling_params
-        from liquid_jax.sample.text import caption_images
-
-        s = cli_sample.sampling_flags()
-        result = caption_images(
-            lm.model, lm.tokenizer, images, _MAX_NEW.value, codec=codec, image_size=_IMAGE_SIZE.value,
-            sampling=sampling_params(s["temperature"], s["top_k"], s["top_p"]), seed=s["seed"],
-            mesh=lm.mesh, progress="caption tokens",
-        )
+        result = lm.caption_images(images, _MAX_NEW.value, codec=codec, image_size=_IMAGE_SIZE.value,
+                                   progress=True, **cli_sample.sampling_flags())
     else:
         result = lm.generate_text(questions, _MAX_NEW.value, images=images, codec=codec,
                                   image_size=_IMAGE_SIZE.value, progress=True,

@@ -8,9 +8,12 @@ also the order of upstream Liquid's sampler.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
+
+from liquid_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,12 +33,13 @@ class SamplingParams:
 
     def __post_init__(self):
         if not self.greedy:
-            if not self.temperature > 0:
-                raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
-            if self.top_k < 0:
-                raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+            if not (math.isfinite(self.temperature) and self.temperature > 0):
+                raise UserError(f"temperature must be a finite number > 0 when sampling (0: greedy), "
+                                f"got {self.temperature}")
+            if self.top_k < 0 or int(self.top_k) != self.top_k:
+                raise UserError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k}")
             if not 0.0 < self.top_p <= 1.0:
-                raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+                raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 GREEDY = SamplingParams(greedy=True)

@@ -9,6 +9,7 @@ sampled, and the chosen code is fed to both rows. Exactly ``h * w`` steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import jax
@@ -17,8 +18,11 @@ import numpy as np
 from liquid_jax.model.transformer import Transformer
 from liquid_jax.sample.decode_loop import generate_tokens
 from liquid_jax.sample.filters import SamplingParams
-from liquid_jax.sample.prompts import DEFAULT_GRID, DEFAULT_PIXELS_PER_CODE, text_to_image_prompts
+from liquid_jax.errors import UserError
+from liquid_jax.model.image_format import DEFAULT_GRID, DEFAULT_PIXELS_PER_CODE
+from liquid_jax.sample.prompts import text_to_image_prompts
 from liquid_jax.tokenizer.vocab import MultimodalVocab
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageGeneration:
@@ -32,12 +36,12 @@ class ImageGeneration:
 
 def guided_batch(
     vocab: MultimodalVocab, prompts: Sequence[str], num_images: int, grid: tuple[int, int],
-    pixels_per_code: int = DEFAULT_PIXELS_PER_CODE, guided: bool = True,
+    pixels_per_code: int = DEFAULT_PIXELS_PER_CODE, guided: bool = True, size_prefix: bool = False,
 ) -> list[list[int]]:
     """Conditional rows (each prompt ``num_images`` times), then the unconditional rows."""
     conditional, unconditional = [], []
     for prompt in prompts:
-        cond, uncond = text_to_image_prompts(vocab, prompt, grid, pixels_per_code)
+        cond, uncond = text_to_image_prompts(vocab, prompt, grid, pixels_per_code, size_prefix)
         conditional += [cond] * num_images
         unconditional += [uncond] * num_images
     return conditional + unconditional if guided else conditional
@@ -54,13 +58,17 @@ def generate_image_codes(
     seed: int = 0,
     grid: tuple[int, int] = DEFAULT_GRID,
     pixels_per_code: int = DEFAULT_PIXELS_PER_CODE,
+    size_prefix: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     progress: str | None = None,
 ) -> ImageGeneration:
     """Samples ``num_images`` code grids per prompt. ``cfg=None`` disables guidance
-    (conditional rows only)."""
+    (conditional rows only); ``size_prefix``: prompt with the size sentence (as the model
+    was trained, see ``ImageFormat``)."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if cfg is not None and not (math.isfinite(cfg) and cfg >= 0):
+        raise UserError(f"cfg must be a finite number >= 0 (or None for no guidance), got {cfg}")
     config = model.config
     if not config.num_image_codes:
         raise ValueError("this model has no image codes (num_image_codes = 0); it cannot draw")
@@ -73,8 +81,11 @@ def generate_image_codes(
     if h < 1 or w < 1:
         raise ValueError(f"grid {tuple(grid)} must have positive height and width")
     if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
-    rows = guided_batch(vocab, prompts, num_images, (h, w), pixels_per_code, guided=cfg is not None)
+        raise UserError(f"num_images must be >= 1, got {num_images}")
+    if not prompts:
+        raise UserError("no prompts given")
+    rows = guided_batch(vocab, prompts, num_images, (h, w), pixels_per_code, guided=cfg is not None,
+                        size_prefix=size_prefix)
     result = generate_tokens(
         model,
         rows,
@@ -98,7 +109,13 @@ def generate_images(
     **kwargs: Any,
 ) -> ImageGeneration:
     """``generate_image_codes`` then VQGAN decoding to uint8 images (same arguments;
-    ``pixels_per_code`` comes from the codec)."""
+    ``pixels_per_code`` comes from the codec). A codec that cannot decode this model's
+    codes is refused before any generation."""
+    if not codec.has_decoder:
+        raise UserError("this VQGAN has no decoder (an encoder-only checkpoint); it cannot draw images")
+    if codec.codebook_size != model.config.num_image_codes:
+        raise UserError(f"the VQGAN's codebook has {codec.codebook_size} codes, the model "
+                        f"{model.config.num_image_codes}; use the VQGAN the model was trained with")
     result = generate_image_codes(
         model, vocab, prompts, pixels_per_code=codec.downsample_factor, **kwargs
     )

@@ -5,14 +5,16 @@ Plain keyword arguments in place of ``SamplingParams``: ``temperature=0`` means 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import numpy as np
 
+from liquid_jax.errors import UserError
+from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE
 from liquid_jax.sample.filters import GREEDY, SamplingParams
 from liquid_jax.sample.images import ImageGeneration, generate_image_codes, generate_images as _draw
-from liquid_jax.sample.prompts import DEFAULT_GRID
-from liquid_jax.sample.text import TextGeneration, generate_text as _write
+from liquid_jax.sample.text import TextGeneration, caption_images as _caption, generate_text as _write
 
 
 def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingParams:
@@ -20,6 +22,11 @@ def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingPar
     if temperature == 0:
         return GREEDY
     return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def _check_codec(lm: Any, codec: Any) -> None:
+    if codec is not None:
+        lm.image.check_vqgan(lm.config.num_image_codes, codec)
 
 
 def _vocab(lm: Any):
@@ -47,22 +54,32 @@ def generate_images(
     top_p: float = 0.96,
     num_images: int = 4,
     seed: int = 0,
-    grid: tuple[int, int] = DEFAULT_GRID,
+    grid: tuple[int, int] | None = None,
     progress: bool = True,
 ) -> ImageGeneration:
-    """``num_images`` images per prompt with upstream's guided sampler.
+    """``num_images`` images per prompt with upstream's guided sampler, prompted as the
+    model was trained (``lm.image``: size prefix, pixels per code).
 
-    Returns codes [N, h*w] and, with a VQGAN ``codec``, uint8 images [N, H, W, 3]
-    (image i of prompt p is row p * num_images + i).
+    ``grid`` (h, w) defaults to the first grid the model was trained on (32x32 for
+    upstream's). Returns codes [N, h*w] and, with a VQGAN ``codec`` (refused before any
+    work if it is not the model's), uint8 images [N, H, W, 3] (image i of prompt p is
+    row p * num_images + i).
     """
     if isinstance(prompts, str):
         prompts = [prompts]
+    _check_codec(lm, codec)
+    grid = tuple(grid) if grid is not None else lm.image.default_grid
+    if lm.image.grids and grid not in lm.image.grids:
+        logging.warning("the model was trained on grids %s, not %s; expect weaker images",
+                        [f"{h}x{w}" for h, w in lm.image.grids], f"{grid[0]}x{grid[1]}")
     kwargs = dict(
         cfg=cfg, sampling=sampling_params(temperature, top_k, top_p), num_images=num_images,
-        seed=seed, grid=tuple(grid), mesh=lm.mesh, progress="image tokens" if progress else None,
+        seed=seed, grid=grid, size_prefix=lm.image.size_prefix, mesh=lm.mesh,
+        progress="image tokens" if progress else None,
     )
     if codec is None:
-        return generate_image_codes(lm.model, _vocab(lm), prompts, **kwargs)
+        pixels_per_code = lm.image.pixels_per_code or DEFAULT_PIXELS_PER_CODE
+        return generate_image_codes(lm.model, _vocab(lm), prompts, pixels_per_code=pixels_per_code, **kwargs)
     return _draw(lm.model, _vocab(lm), prompts, codec, **kwargs)
 
 
@@ -88,9 +105,37 @@ def generate_text(
         prompts = [prompts]
     if lm.tokenizer is None and (images is not None or any(isinstance(p, str) for p in prompts)):
         _vocab(lm)
+    _check_codec(lm, codec)
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     return _write(
         lm.model, lm.tokenizer, prompts, max_new_tokens,
         sampling=sampling_params(temperature, top_k, top_p), seed=seed, images=images,
         codec=codec, image_size=image_size, stop_tokens=stop_tokens, mesh=lm.mesh,
         progress="text tokens" if progress else None,
+    )
+
+
+def caption_images(
+    lm: Any,
+    images: Sequence[Any],
+    max_new_tokens: int = 64,
+    *,
+    codec: Any = None,
+    image_size: int | None = None,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> TextGeneration:
+    """Captions ``images`` with upstream's captioning prompt, prompted as the model was
+    trained (``lm.image``); greedy unless ``temperature > 0``."""
+    _check_codec(lm, codec)
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    return _caption(
+        lm.model, _vocab(lm), images, max_new_tokens, codec=codec, image_size=image_size,
+        sampling=sampling_params(temperature, top_k, top_p), seed=seed, size_prefix=lm.image.size_prefix,
+        mesh=lm.mesh, progress="caption tokens" if progress else None,
     )

@@ -5,7 +5,8 @@ Text-to-image and captioning prompts are the training sequences of
 matches training: conditional ``<bos>`` [size] prompt + " Generate an image based on
 this description." ``<boi>``, unconditional ``<bos>`` [size] ``<unconditional><boi>``,
 caption ``<bos>`` [size] ``<boi>`` codes ``<eoi>`` "The caption of this image is:".
-The size prefix is written for every grid other than the released model's 32x32.
+The size prefix is written when the model was trained with it (its ``ImageFormat``),
+whatever the grid.
 
 Understanding wraps ``<boi>`` codes ``<eoi>`` and the question in the base model's chat
 template (Gemma's is upstream's); the tokenizer must know the template's markers.
@@ -19,10 +20,9 @@ import re
 import numpy as np
 
 from liquid_jax.data.sequences import SequenceBuilder
+from liquid_jax.model.image_format import DEFAULT_GRID, DEFAULT_PIXELS_PER_CODE
 from liquid_jax.tokenizer.vocab import MultimodalVocab
 
-DEFAULT_GRID = (32, 32)
-DEFAULT_PIXELS_PER_CODE = 16  # Chameleon's VQGAN downsamples by 16
 T2I_SUFFIX = 0  # index into T2I_SUFFIXES: upstream samples with the first instruction
 
 
@@ -69,12 +69,12 @@ def chat_template(family: str) -> ChatTemplate:
     return CHAT_TEMPLATES[family]
 
 
-def _builder(vocab: MultimodalVocab, grid: tuple[int, int], pixels_per_code: int) -> SequenceBuilder:
+def _builder(vocab: MultimodalVocab, size_prefix: bool, pixels_per_code: int) -> SequenceBuilder:
     return SequenceBuilder(
         tokenizer=vocab.text,
         special=vocab.special,
         text_vocab_size=vocab.text_vocab_size,
-        size_prefix=tuple(grid) != DEFAULT_GRID,
+        size_prefix=size_prefix,
         pixels_per_code=pixels_per_code,
     )
 
@@ -89,9 +89,10 @@ def text_to_image_prompts(
     prompt: str,
     grid: tuple[int, int] = DEFAULT_GRID,
     pixels_per_code: int = DEFAULT_PIXELS_PER_CODE,
+    size_prefix: bool = False,
 ) -> tuple[list[int], list[int]]:
     """(conditional, unconditional) token lists, each ending with ``<boi>``."""
-    builder = _builder(vocab, grid, pixels_per_code)
+    builder = _builder(vocab, size_prefix, pixels_per_code)
     no_codes = np.zeros((0,), np.int32)
     h, w = grid
     conditional = builder.text_to_image(prompt, no_codes, h, w, T2I_SUFFIX, unconditional=False)
@@ -104,10 +105,12 @@ def caption_prompt(
     codes: np.ndarray,
     grid: tuple[int, int] = DEFAULT_GRID,
     pixels_per_code: int = DEFAULT_PIXELS_PER_CODE,
+    size_prefix: bool = False,
 ) -> list[int]:
     """``<bos>`` [size] ``<boi>`` codes ``<eoi>`` "The caption of this image is:"."""
     h, w = grid
-    return _prompt_part(_builder(vocab, grid, pixels_per_code).caption("", _flat_codes(codes, grid), h, w))
+    builder = _builder(vocab, size_prefix, pixels_per_code)
+    return _prompt_part(builder.caption("", _flat_codes(codes, grid), h, w))
 
 
 def _flat_codes(codes: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

@@ -12,8 +12,8 @@ from liquid_jax.model.transformer import Transformer
 from liquid_jax.sample.decode_loop import generate_tokens
 from liquid_jax.sample.filters import GREEDY, SamplingParams
 from liquid_jax.sample.image_input import images_to_codes, square_grid
+from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE
 from liquid_jax.sample.prompts import (
-    DEFAULT_PIXELS_PER_CODE,
     caption_prompt,
     end_of_turn_tokens,
     text_prompt,
@@ -90,13 +90,15 @@ def caption_images(
     image_size: int | None = None,
     sampling: SamplingParams = GREEDY,
     seed: int = 0,
+    size_prefix: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     progress: str | None = None,
 ) -> TextGeneration:
-    """Captions with upstream's ``<boi>`` codes ``<eoi>`` "The caption of this image is:"."""
+    """Captions with upstream's ``<boi>`` codes ``<eoi>`` "The caption of this image is:",
+    after the size sentence if the model was trained with it (``size_prefix``)."""
     codes = images_to_codes(images, codec, image_size)
     per_code = DEFAULT_PIXELS_PER_CODE if codec is None else codec.downsample_factor
-    rows = [caption_prompt(vocab, c, square_grid(c.size), per_code) for c in codes]
+    rows = [caption_prompt(vocab, c, square_grid(c.size), per_code, size_prefix) for c in codes]
     return _run(model, vocab, rows, max_new_tokens, sampling, seed, (vocab.special.eos,), mesh, progress)
 
 

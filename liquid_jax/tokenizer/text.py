@@ -228,11 +228,29 @@ def load_text_tokenizer(path_or_dir: str | os.PathLike) -> TextTokenizer:
     return SentencePieceTokenizer(path)
 
 
+TOKENIZER_FILES = (
+    SENTENCEPIECE_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG_FILE,
+    "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+    "chat_template.jinja",
+)
+
+
 def tokenizer_files(directory: str | os.PathLike) -> Sequence[str]:
     """Names of the tokenizer files present in a Hugging Face model directory."""
-    names = (
-        SENTENCEPIECE_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG_FILE,
-        "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-        "chat_template.jinja",
-    )
-    return [n for n in names if os.path.isfile(os.path.join(os.fspath(directory), n))]
+    return [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(os.fspath(directory), n))]
+
+
+def tokenizer_sources(path_or_dir: str | os.PathLike) -> dict[str, str]:
+    """The files of the tokenizer ``load_text_tokenizer(path_or_dir)`` reads, by the name
+    each has in a model directory (a lone ``sp.model`` becomes ``tokenizer.model``, a lone
+    ``tokenizer.json`` brings the tokenizer files next to it)."""
+    path = os.fspath(path_or_dir)
+    if os.path.isdir(path):
+        return {n: os.path.join(path, n) for n in tokenizer_files(path)}
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"tokenizer file {path} does not exist")
+    if path.endswith(".json"):
+        folder = os.path.dirname(path)
+        siblings = {n: os.path.join(folder, n) for n in tokenizer_files(folder) if n != SENTENCEPIECE_FILE}
+        return {**siblings, HF_TOKENIZER_FILE: path}
+    return {SENTENCEPIECE_FILE: path}

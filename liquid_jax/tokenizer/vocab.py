@@ -19,6 +19,11 @@ qwen2     <|vision_start|>, <|vision_end|>,  151652, 151653, 151654
           <|vision_pad|>
 ========  =================================  ==================================
 
+A checkpoint's own files come first (``special_tokens_from_files``): the recipe ids
+recorded in config.json, then the tokens named in tokenizer_config.json /
+special_tokens_map.json / config.json as transformers reads them, then the tokenizer by
+name; the table above is the fallback.
+
 Llama 3 reserves these tokens for exactly this use and no released checkpoint
 trains them. Qwen2.5's text models never see the vision tokens (they exist for
 Qwen2-VL), and their names say what they mark. Ids are looked up by name when a
@@ -31,14 +36,16 @@ its config names <|endoftext|> for BOS, EOS and PAD, and so do we.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from liquid_jax.model.config import SpecialTokens
 from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES
-from liquid_jax.tokenizer.text import TextTokenizer
+from liquid_jax.tokenizer.text import HF_TOKENIZER_CONFIG_FILE, TextTokenizer
 
 # Names of the recipe tokens as they appear in prompts (upstream's spelling).
 RECIPE_TOKEN_NAMES = {"boi": "<boi>", "eoi": "<eoi>", "unconditional": "<unconditional>"}
@@ -77,6 +84,9 @@ _FAMILY_TOKENS: dict[str, dict[str, _Role]] = {
     },
 }
 _FAMILY_TOKENS["gemma2"] = _FAMILY_TOKENS["gemma"]
+RECIPE_ROLES = ("boi", "eoi", "unconditional")
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+ASSUMED = "the family's released id (assumed)"
 
 
 def default_special_tokens(family: str, text_tokenizer: TextTokenizer | None = None) -> SpecialTokens:
@@ -102,6 +112,83 @@ def default_special_tokens(family: str, text_tokenizer: TextTokenizer | None = N
             )
         ids[role] = found[0]
     return SpecialTokens(**ids)
+
+
+def _read_json(directory: str | None, name: str) -> dict[str, Any]:
+    path = None if directory is None else os.path.join(directory, name)
+    if path is None or not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: invalid JSON ({e})") from e
+
+
+def _content(entry: Any) -> str | None:
+    """A special token as tokenizer files store it: a string or an AddedToken dict."""
+    return entry.get("content") if isinstance(entry, dict) else entry
+
+
+def special_tokens_from_files(
+    family: str,
+    hf_config: Mapping[str, Any],
+    tokenizer: TextTokenizer | None = None,
+    tokenizer_dir: str | None = None,
+) -> tuple[SpecialTokens, dict[str, str]]:
+    """The recipe's token ids of a checkpoint, and where each one came from.
+
+    Per role, the first source that names it wins:
+
+    * ``<boi>`` / ``<eoi>`` / ``<unconditional>``: ``{role}_token_id`` in config.json
+      (our exports), then a token of that name in the tokenizer (``added_tokens_decoder``
+      of tokenizer_config.json, or a piece: upstream renames ``<unused0..2>``), then the
+      family's reserved pieces (module docstring);
+    * bos / eos / pad: ``{role}_token`` in tokenizer_config.json, then in
+      special_tokens_map.json, then ``{role}_token_id`` in config.json (the first of a
+      list), then the tokenizer model's own ids, then (pad only) eos, then the family's
+      pieces;
+    * finally the family's released id, reported as assumed.
+    """
+    if family not in _FAMILY_TOKENS:
+        raise ValueError(f"no special-token defaults for family {family!r}; known: {sorted(_FAMILY_TOKENS)}")
+    tokenizer_config = _read_json(tokenizer_dir, HF_TOKENIZER_CONFIG_FILE)
+    special_map = _read_json(tokenizer_dir, SPECIAL_TOKENS_MAP_FILE)
+    added = {_content(v): int(k) for k, v in tokenizer_config.get("added_tokens_decoder", {}).items()}
+
+    def by_name(name: str | None) -> int | None:
+        if not name:
+            return None
+        if name in added:
+            return added[name]
+        return tokenizer.piece_to_id(name) if tokenizer is not None else None
+
+    def config_id(role: str) -> int | None:
+        value = hf_config.get(f"{role}_token_id")
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        return None if value is None else int(value)
+
+    ids: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    for role, spec in _FAMILY_TOKENS[family].items():
+        if role in RECIPE_ROLES:
+            candidates = [(config_id(role), "config.json"),
+                          (by_name(RECIPE_TOKEN_NAMES[role]), "the tokenizer's files")]
+        else:
+            own = None if tokenizer is None else getattr(tokenizer, f"{role}_id")
+            candidates = [
+                (by_name(_content(tokenizer_config.get(f"{role}_token"))), HF_TOKENIZER_CONFIG_FILE),
+                (by_name(_content(special_map.get(f"{role}_token"))), SPECIAL_TOKENS_MAP_FILE),
+                (config_id(role), "config.json"),
+                (own, "the tokenizer model"),
+            ]
+            if role == "pad":
+                candidates.append((ids.get("eos"), "eos (no pad token named)"))
+        candidates += [(by_name(p), f"the tokenizer's {p}") for p in spec.pieces]
+        candidates.append((spec.fallback, ASSUMED))
+        ids[role], sources[role] = next((i, where) for i, where in candidates if i is not None)
+    return SpecialTokens(**ids), sources
 
 
 class MultimodalVocab:

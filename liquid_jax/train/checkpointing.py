@@ -1,20 +1,24 @@
 """Train-state checkpoints: asynchronous Orbax saves of everything a resume needs.
 
-``<workdir>/checkpoints/<step>/`` holds four items:
+``<workdir>/checkpoints/<step>/`` holds five items:
 
 * ``params``     -- model parameters (Orbax PyTree, sharded writes);
 * ``opt_state``  -- optimizer state;
 * ``data``       -- the input iterator state of every process (one JSON file each);
-* ``config``     -- the run's full config as JSON (the model part is checked on resume).
+* ``config``     -- the run's full config as JSON (the model part is checked on resume);
+* ``card``       -- the model card (``liquid_jax.model.card``): what an export writes.
 
 ``<step>`` is the number of completed optimizer steps. The last ``keep`` checkpoints
-are kept.
+are kept. A step that cannot be read back (damaged files) is renamed
+``<step>.damaged`` and the next older one is used, with a warning naming both.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import re
+from typing import Any, Callable
 
 import grain
 import jax
@@ -22,13 +26,37 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from liquid_jax import paths
+from liquid_jax.errors import UserError
+
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_SUFFIX = ".damaged"
+# How TensorStore reports unreadable files (its status codes); shape or structure
+# mismatches are ordinary ValueErrors and never count as damage.
+_TENSORSTORE_STATUS = re.compile(r"^(NOT_FOUND|DATA_LOSS|OUT_OF_RANGE|FAILED_PRECONDITION|INVALID_ARGUMENT|"
+                                 r"UNKNOWN|INTERNAL|UNAVAILABLE|ABORTED): ")
+
+
+def _is_damage(error: BaseException) -> bool:
+    """Whether ``error`` says a checkpoint's files are missing, truncated or garbled."""
+    return isinstance(error, (OSError, json.JSONDecodeError, UnicodeDecodeError)) or bool(
+        _TENSORSTORE_STATUS.match(str(error)))
 # Model fields that change how the step is computed but not what is stored.
 NUMERICS_FIELDS = ("dtype", "remat", "scan_layers")
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(UserError):
     """The workdir holds a checkpoint of a different model."""
+
+
+class NoCheckpointError(UserError):
+    """A workdir has no readable training checkpoint."""
+
+
+def is_workdir(path: str | epath.PathLike) -> bool:
+    """Whether ``path`` is a training workdir with at least one finished checkpoint."""
+    directory = paths.resolve(path) / CHECKPOINT_DIR
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 class _JsonStateIterator:
@@ -83,23 +111,30 @@ def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[st
 
 
 class TrainCheckpointer:
-    """Save/restore of (params, opt_state, data iterator, config) under ``workdir``."""
+    """Save/restore of (params, opt_state, data iterator, config, card) under ``workdir``.
+
+    ``read_only`` opens a workdir to read its checkpoints (export, loading): nothing is
+    created and damaged steps are skipped without being renamed.
+    """
 
     def __init__(
         self,
         workdir: str | epath.PathLike,
         *,
-        save_every: int,
-        keep: int,
+        save_every: int = 1,
+        keep: int = 1,
         use_async: bool = True,
+        read_only: bool = False,
     ):
-        self.directory = epath.Path(workdir) / CHECKPOINT_DIR
+        self.directory = paths.resolve(workdir) / CHECKPOINT_DIR
         self.save_every = save_every
+        self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             save_interval_steps=max(save_every, 1),
             enable_async_checkpointing=use_async,
-            create=True,
+            create=not read_only,
+            read_only=read_only,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -133,6 +168,7 @@ class TrainCheckpointer:
         opt_state: Any,
         data_iterator: Any,
         config: dict[str, Any],
+        card: dict[str, Any],
         force: bool = False,
     ) -> bool:
         """Starts an asynchronous save if ``step`` is due (or ``force``); True if started."""
@@ -140,28 +176,86 @@ class TrainCheckpointer:
             "params": ocp.args.StandardSave(_unwrap(params)),
             "opt_state": ocp.args.StandardSave(_unwrap(opt_state)),
             "config": ocp.args.JsonSave(config),
+            "card": ocp.args.JsonSave(card),
         }
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(_JsonStateIterator(data_iterator))
         return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
+    def _newest_intact(self, read: Callable[[int], Any], step: int | None = None) -> tuple[int, Any]:
+        """(step, ``read(step)``) for ``step``, or else the newest step that reads back.
+
+        A step that fails to read is reported and, unless read-only, renamed
+        ``<step>.damaged`` so that later saves and resumes pass it by.
+        """
+        steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+        if step is not None and step not in self.all_steps():
+            raise NoCheckpointError(f"{self.directory} has no step {step}; it has {sorted(self.all_steps())}")
+        for candidate in steps:
+            try:
+                return candidate, read(candidate)
+            except Exception as e:
+                if not _is_damage(e):
+                    raise
+                reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                if step is not None:
+                    raise NoCheckpointError(f"{self.directory / str(step)} cannot be read: {reason}") from e
+                self._set_aside(candidate, reason)
+        raise NoCheckpointError(f"{self.directory} holds no readable checkpoint; start a new run "
+                                "or point --workdir at another one")
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        older = [s for s in self.all_steps() if s < step]
+        logging.warning("checkpoint step %d in %s is damaged (%s); falling back to step %s",
+                        step, self.directory, reason, max(older) if older else "none")
+        if self.read_only:
+            return
+        if jax.process_index() == 0:
+            damaged = self.directory / f"{step}{DAMAGED_SUFFIX}"
+            if damaged.exists():
+                damaged.rmtree()
+            (self.directory / str(step)).rename(damaged)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"liquid_jax_damaged_{step}")
+        self._manager.reload()
+
     def restore(
         self,
-        step: int,
         params: Any,
         opt_state: Any,
         data_iterator: Any,
-    ) -> tuple[Any, Any]:
-        """Restores into the shapes/shardings (and Variable wrappers) of ``params`` /
-        ``opt_state`` (arrays or ShapeDtypeStructs); the data iterator is restored in place."""
-        items = {
-            "params": ocp.args.StandardRestore(_abstract(params)),
-            "opt_state": ocp.args.StandardRestore(_abstract(opt_state)),
-        }
-        if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(_JsonStateIterator(data_iterator))
-        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        return _rewrap(params, restored["params"]), _rewrap(opt_state, restored["opt_state"])
+        model_config: dict[str, Any],
+    ) -> tuple[int, Any, Any]:
+        """(step, params, opt_state) of the newest intact checkpoint, restored into the
+        shapes/shardings (and Variable wrappers) of ``params`` / ``opt_state`` (arrays or
+        ShapeDtypeStructs); the data iterator is restored in place. A checkpoint of
+        another model than ``model_config`` raises IncompatibleCheckpointError."""
+
+        def read(step: int) -> tuple[Any, Any]:
+            self.check_model(step, model_config)
+            items = {
+                "params": ocp.args.StandardRestore(_abstract(params)),
+                "opt_state": ocp.args.StandardRestore(_abstract(opt_state)),
+            }
+            if data_iterator is not None:
+                items["data"] = grain.checkpoint.CheckpointRestore(_JsonStateIterator(data_iterator))
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+            return _rewrap(params, restored["params"]), _rewrap(opt_state, restored["opt_state"])
+
+        step, (params, opt_state) = self._newest_intact(read)
+        return step, params, opt_state
+
+    def restore_model(self, step: int | None, load: Callable[[dict[str, Any], epath.Path], Any]) -> tuple[int, Any]:
+        """(step, ``load(card, params_dir)``) for checkpoint ``step``, or for the newest one
+        that reads back; ``params_dir`` is the Orbax PyTree of the step's parameters."""
+
+        def read(candidate: int) -> Any:
+            card = self._manager.restore(candidate, args=ocp.args.Composite(card=ocp.args.JsonRestore()))["card"]
+            return load(card, self.directory / str(candidate) / "params")
+
+        return self._newest_intact(read, step)
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -24,16 +24,11 @@ parse_flags = config_lib.parse_flags  # used by liquid_jax.cli
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv
     if _CONFIG.value is None:
         raise app.UsageError("--config is required")
-    from absl import logging
-
     from liquid_jax.train import plan
 
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
     report = plan.plan(_CONFIG.value, _TOPOLOGY.value)
     print(report.summary())
     if _JSON.value:

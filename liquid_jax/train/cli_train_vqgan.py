@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 from liquid_jax.train.vqgan_trainer import train
@@ -20,5 +20,5 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "output directory (checkpoints, 
 def main(argv: list[str]) -> None:
     del argv
     if _CONFIG.value is None or _WORKDIR.value is None:
-        raise SystemExit("train-vqgan needs --config=... and --workdir=...")
+        raise app.UsageError("train-vqgan needs --config=... and --workdir=...")
     print(json.dumps(train(_CONFIG.value, _WORKDIR.value)))

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import os
 import re
-import sys
 from typing import Sequence
 
 import ml_collections
-from absl import app
+from absl import flags
 
 from liquid_jax.data import pipeline
+from liquid_jax.errors import UserError
 
 INIT_KINDS = ("scratch", "checkpoint", "hf")
 NAN_POLICIES = ("stop", "skip")
@@ -51,9 +52,12 @@ def train_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     data = pipeline.default_config().to_dict()
     # A tuple so `--config.data.sources='({"path": ..., "kind": "text"}, ...)'` can set it;
-    # entries: {"name", "path", "kind": "text" | "image", "weight"}.
+    # entries: {"name", "path", "kind": "text" | "image" (default: read from the shards), "weight"}.
     data["sources"] = ()
+    data["size_prefix"] = None  # None: as the init model was trained (False for a new one)
     config.data = ml_collections.ConfigDict(data)
+    if "num_image_codes" in config.model:
+        config.data.codebook_size = config.model.get_ref("num_image_codes")
 
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
@@ -90,18 +94,33 @@ def train_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def _check(ok: bool, key: str, value, wanted: str) -> None:
+    if not ok:
+        raise UserError(f"config.{key} {value!r} is invalid: it must be {wanted} (--config.{key}=...)")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the key of the first invalid setting."""
-    if config.init.kind not in INIT_KINDS:
-        raise ValueError(f"init.kind {config.init.kind!r}; expected one of {INIT_KINDS}")
+    """Raises UserError naming the key of the first invalid setting."""
+    finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)  # noqa: E731
+    _check(config.init.kind in INIT_KINDS, "init.kind", config.init.kind, f"one of {INIT_KINDS}")
     if config.init.kind != "scratch" and not config.init.path:
-        raise ValueError(f"init.kind={config.init.kind!r} needs init.path")
-    if config.train.nan_policy not in NAN_POLICIES:
-        raise ValueError(f"train.nan_policy {config.train.nan_policy!r}; expected one of {NAN_POLICIES}")
-    if config.train.steps <= 0:
-        raise ValueError(f"train.steps must be positive, got {config.train.steps}")
-    if config.train.grad_accum_steps < 1:
-        raise ValueError(f"train.grad_accum_steps must be >= 1, got {config.train.grad_accum_steps}")
+        raise UserError(f"init.kind={config.init.kind!r} needs init.path (--config.init.path=...)")
+    _check(config.train.nan_policy in NAN_POLICIES, "train.nan_policy", config.train.nan_policy,
+           f"one of {NAN_POLICIES}")
+    for key in ("train.steps", "train.grad_accum_steps", "data.batch_size", "checkpoint.every",
+                "checkpoint.keep", "train.log_every"):
+        value = config[key.split(".")[0]][key.split(".")[1]]
+        _check(isinstance(value, int) and value >= 1, key, value, "an integer >= 1")
+    _check(isinstance(config.data.seq_len, int) and config.data.seq_len >= 2, "data.seq_len",
+           config.data.seq_len, "an integer >= 2")
+    for key in ("data.t2i_ratio", "data.cfg_drop", "data.max_skip_fraction"):
+        value = config.data[key.split(".")[1]]
+        _check(finite(value) and 0.0 <= value <= 1.0, key, value, "a number in [0, 1]")
+    lr = config.optimizer.learning_rate
+    _check(finite(lr) and lr > 0, "optimizer.learning_rate", lr, "a positive number")
+    for key in ("train.z_loss", "optimizer.weight_decay", "optimizer.grad_clip_norm"):
+        value = config[key.split(".")[0]][key.split(".")[1]]
+        _check(finite(value) and value >= 0, key, value, "a finite number >= 0")
 
 
 _OVERRIDE = re.compile(r"^--?(?P<flag>[A-Za-z_]\w*)\.(?P<key>[\w.]+)(=|$)")
@@ -165,11 +184,10 @@ def scaling_run_config(base_file: str, relative_to: str, large: bool) -> ml_coll
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing for commands taking ``--config``: unknown ``--config.*`` keys
-    exit with a message naming the nearest valid keys instead of a traceback."""
+    """absl flag parsing for commands taking ``--config``: an unknown ``--config.*`` key
+    raises UserError naming the nearest valid keys."""
     try:
         check_overrides(argv)
     except (ValueError, FileNotFoundError, AttributeError) as e:
-        print(f"{argv[0]}: {e}", file=sys.stderr)
-        sys.exit(2)
-    return app.parse_flags_with_usage(argv)
+        raise UserError(str(e)) from e
+    return flags.FLAGS(argv)

@@ -30,7 +30,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from liquid_jax.codec import save_vqgan
+from liquid_jax.codec import WORKDIR_MODEL, save_vqgan
 from liquid_jax.model.vqgan import VQGAN
 from liquid_jax.model.vqgan_config import VQGANConfig
 from liquid_jax.sharding import logical_to_spec, make_mesh
@@ -264,7 +264,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
     final, recs = evaluate(train_state)
     module = merged(train_state["params"], train_state["stats"])
-    save_vqgan(os.path.join(workdir, "vqgan"), module.model,
+    save_vqgan(os.path.join(workdir, WORKDIR_MODEL), module.model,
                {"train": {"steps": config.steps, **final}}, overwrite=True)
     writer.close()
     log.close()

@@ -1,0 +1,37 @@
+"""Paths as every layer below the CLI takes them: relative, absolute or URL-style.
+
+Local paths are made absolute once, where a library needs it (Orbax and TensorStore refuse
+relative destinations); URL-style paths (``gs://bucket/run``) pass through ``etils.epath``
+unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from etils import epath
+
+from liquid_jax.errors import UserError
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a remote location (``gs://``, ``s3://``, ...)."""
+    return bool(_URL.match(os.fspath(path)))
+
+
+def resolve(path: str | os.PathLike) -> epath.Path:
+    """``path`` as an ``epath.Path``: local paths absolute (``~`` expanded), URLs as given."""
+    text = os.fspath(path)
+    if is_url(text):
+        return epath.Path(text)
+    return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def local(path: str | os.PathLike, what: str) -> str:
+    """An absolute local path; a URL is refused with a message naming ``what``."""
+    if is_url(path):
+        raise UserError(f"{what} {os.fspath(path)} must be a local directory; copy it to this machine first")
+    return os.fspath(resolve(path))
