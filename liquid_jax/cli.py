@@ -78,6 +78,8 @@ def command_help(prog: str, module: Any) -> str:
             seen.add(flag.name)
             default = "" if flag.default is None else f" (default: {flag.default_as_str})"
             lines.append(f"  --{flag.name}: {flag.help}{default}")
+    if "config" in _flag_values(module) and _flag_values(module)["config"].flag_type() == "config object":
+        lines.append("  --config.<key>=<value>: override any key of the config file")
     lines.append("  --verbose: on errors, print the traceback; log at INFO")
     return "\n".join(lines)
 
@@ -85,7 +87,7 @@ def command_help(prog: str, module: Any) -> str:
 def _fail(prog: str, message: str, code: int, verbose: bool) -> NoReturn:
     if verbose:
         traceback.print_exc()
-    hint = "" if verbose else " (--verbose shows the traceback)" if code != USER_ERROR_EXIT else ""
+    hint = " (--verbose shows the traceback)" if code == 1 and not verbose else ""
     print(f"{prog}: error: {message}{hint}", file=sys.stderr)
     sys.exit(code)
 

@@ -132,6 +132,7 @@ def prepare(
     with ``overwrite`` (one worker only) emptied of every shard first. Temporary files
     left by a killed run of this worker's shards (``my_shards``, file names) are removed.
     """
+    where = os.fspath(folder)
     folder = paths.resolve(folder)
     existing = read(folder) if folder.exists() else None
     shards = list(folder.glob(f"*{SHARD_SUFFIX}")) if folder.exists() else []
@@ -144,12 +145,11 @@ def prepare(
     if differences:
         if not overwrite:
             raise UserError(
-                f"{folder} already holds shards made differently (folder vs this run):\n  "
-                + "\n  ".join(differences)
-                + f"\nUse another --output, or --overwrite to replace all {len(shards)} shards."
+                f"{where} already holds shards made otherwise (folder vs this run: {'; '.join(differences)}); "
+                f"use another --output, or --overwrite to replace its {len(shards)} shards"
             )
         if not single_worker:
-            raise UserError(f"--overwrite of {folder} needs a single worker; empty the folder first")
+            raise UserError(f"--overwrite of {where} needs a single worker; empty the folder first")
         for f in _our_files(folder):
             f.unlink()
     for name in my_shards:

@@ -19,7 +19,7 @@ from liquid_jax.convert import hf
 from liquid_jax.model.card import read_card
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.model.image_format import ImageFormat
-from liquid_jax.train.checkpointing import TrainCheckpointer, is_workdir
+from liquid_jax.train.checkpointing import CHECKPOINT_DIR, NoCheckpointError, TrainCheckpointer, is_workdir
 
 FORMATS = ("liquid", "hf")
 
@@ -38,6 +38,9 @@ def load_workdir(
     or of its newest intact one (a damaged newer step is reported and passed by).
     ``dtype`` None keeps the trained parameter dtype; the rest as in
     ``lm_checkpoint.load_pytree_model``."""
+    if not is_workdir(workdir):
+        raise NoCheckpointError(f"{workdir} is not a training workdir: it has no finished checkpoint in "
+                                f"{CHECKPOINT_DIR}/; give the --workdir of a liquid-jax train run")
     checkpointer = TrainCheckpointer(workdir, read_only=True)
 
     def load(card: dict[str, Any], pytree_dir) -> tuple[TransformerConfig, ImageFormat, dict[str, Any]]:

@@ -276,9 +276,9 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: Any, pr
     if config.data.size_prefix is None:
         config.data.size_prefix = bool(init_image is not None and init_image.size_prefix)
     tokenizer = tokenizer_path(config, workdir)
-    keep_tokenizer(tokenizer, workdir)
     if data is None:
         data = make_data(config, model, mesh, tokenizer)
+    keep_tokenizer(tokenizer, workdir)
     image = run_image_format(config, data, init_image)
     card = make_card(model.replace(dtype=model.param_dtype, remat="none", scan_layers=False), image,
                      source=f"training run {workdir.name}")
