@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+from etils import epath
+
+from liquid_jax import paths
 
 SENTENCEPIECE_FILE = "tokenizer.model"
 HF_TOKENIZER_FILE = "tokenizer.json"
 HF_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+# Every file of a tokenizer in a Hugging Face model directory.
+TOKENIZER_FILES = (
+    SENTENCEPIECE_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG_FILE,
+    "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+    "chat_template.jinja",
+)
 
 
 @runtime_checkable
@@ -204,9 +214,26 @@ def find_tokenizer_file(directory: str | os.PathLike) -> str | None:
     return None
 
 
+def _local_copy(url: str) -> str:
+    """A bucket's tokenizer file or folder copied to a local temporary folder (the
+    tokenizer libraries read local files only)."""
+    source = epath.Path(url)
+    target = epath.Path(tempfile.mkdtemp(prefix="liquid_jax_tokenizer_"))
+    if not source.is_dir():
+        source.copy(target / source.name)
+        return os.fspath(target / source.name)
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            (source / name).copy(target / name)
+    return os.fspath(target)
+
+
 def load_text_tokenizer(path_or_dir: str | os.PathLike) -> TextTokenizer:
-    """A tokenizer from a ``.model`` / ``.json`` file or a Hugging Face model directory."""
+    """A tokenizer from a ``.model`` / ``.json`` file or a Hugging Face model directory
+    (local, or a URL such as gs://)."""
     path = os.fspath(path_or_dir)
+    if paths.is_url(path):
+        path = _local_copy(path)
     if os.path.isdir(path):
         found = find_tokenizer_file(path)
         if found is None:
@@ -228,13 +255,6 @@ def load_text_tokenizer(path_or_dir: str | os.PathLike) -> TextTokenizer:
     return SentencePieceTokenizer(path)
 
 
-TOKENIZER_FILES = (
-    SENTENCEPIECE_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG_FILE,
-    "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-    "chat_template.jinja",
-)
-
-
 def tokenizer_files(directory: str | os.PathLike) -> Sequence[str]:
     """Names of the tokenizer files present in a Hugging Face model directory."""
     return [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(os.fspath(directory), n))]
@@ -245,6 +265,8 @@ def tokenizer_sources(path_or_dir: str | os.PathLike) -> dict[str, str]:
     each has in a model directory (a lone ``sp.model`` becomes ``tokenizer.model``, a lone
     ``tokenizer.json`` brings the tokenizer files next to it)."""
     path = os.fspath(path_or_dir)
+    if paths.is_url(path):
+        path = _local_copy(path)
     if os.path.isdir(path):
         return {n: os.path.join(path, n) for n in tokenizer_files(path)}
     if not os.path.isfile(path):
