@@ -91,12 +91,6 @@ def _merge(config: TransformerConfig, params: dict[str, Any]) -> Transformer:
     return nnx.merge(graphdef, state)
 
 
-def _merge(config: TransformerConfig, params: dict[str, Any]) -> Transformer:
-    graphdef, state = nnx.split(abstract_model(config))
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
-    return nnx.merge(graphdef, state)
-
-
 def load(
     path: str | os.PathLike,
     *,

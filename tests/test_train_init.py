@@ -9,7 +9,7 @@ import _sample_models as samples
 from liquid_jax.convert import hf as hf_convert
 from liquid_jax.model.config import TransformerConfig, model_config_dict
 from liquid_jax.sharding import make_mesh
-from liquid_jax.train import checkpointing, trainer
+from liquid_jax.train import checkpointing, init_model
 from liquid_jax.train import config as config_lib
 
 
@@ -43,7 +43,7 @@ def test_hf_init_extends_the_vocabulary_with_mean_rows(hf_dir):
     path, embed, norm = hf_dir
     config, model = run_config("hf", path)
     mesh = make_mesh((1, 2, 2), jax.devices()[:4])
-    parts = trainer.initial_params(config, model, mesh)
+    parts = init_model.initial_params(config, model, mesh)
     params = host(parts)
     table = params["embed"]["embedding"]
     assert table.shape == (model.padded_vocab_size, 64)
@@ -62,10 +62,10 @@ def test_checkpoint_init_equals_hf_init_and_refuses_other_models(hf_dir, tmp_pat
         path, out, extend_image_codes=samples.IMAGE_CODES, vocab_pad_multiple=32, progress=False
     )
     mesh = make_mesh((2, 1, 1), jax.devices()[:2])
-    from_hf = host(trainer.initial_params(*run_config("hf", path), mesh))
-    from_checkpoint = host(trainer.initial_params(*run_config("checkpoint", out), mesh))
+    from_hf = host(init_model.initial_params(*run_config("hf", path), mesh))
+    from_checkpoint = host(init_model.initial_params(*run_config("checkpoint", out), mesh))
     for a, b in zip(jax.tree.leaves(from_hf), jax.tree.leaves(from_checkpoint)):
         np.testing.assert_array_equal(a, b)
 
     with pytest.raises(checkpointing.IncompatibleCheckpointError, match="num_layers: 2 .* vs 3"):
-        trainer.initial_params(*run_config("checkpoint", out, num_layers=3), mesh)
+        init_model.initial_params(*run_config("checkpoint", out, num_layers=3), mesh)

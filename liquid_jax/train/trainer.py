@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import signal
 import time
 from typing import Any
@@ -24,19 +23,16 @@ import jax
 import ml_collections
 import numpy as np
 from etils import epath
-from flax import nnx
 from tqdm import tqdm
 
-from liquid_jax import lm_checkpoint, paths
-from liquid_jax.convert import hf as hf_convert
+from liquid_jax import paths
 from liquid_jax.data import pipeline
-from liquid_jax.errors import Interrupted, UserError
-from liquid_jax.model.card import TOKENIZER_SUBDIR, make_card
+from liquid_jax.errors import Interrupted
+from liquid_jax.model.card import make_card
 from liquid_jax.model.config import TransformerConfig
-from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE, ImageFormat
 from liquid_jax.sharding import make_mesh
-from liquid_jax.tokenizer.text import load_text_tokenizer, tokenizer_sources
-from liquid_jax.train import checkpointing, export, flops
+from liquid_jax.tokenizer.text import load_text_tokenizer
+from liquid_jax.train import checkpointing, flops, init_model
 from liquid_jax.train import config as config_lib
 from liquid_jax.train import metrics as metrics_lib
 from liquid_jax.train import optimizer as optimizer_lib
@@ -46,8 +42,6 @@ from liquid_jax.train import train_step as step_lib
 
 class NonFiniteLossError(RuntimeError):
     """A step produced a NaN/Inf loss or gradient and ``train.nan_policy`` is "stop"."""
-
-
 
 
 @dataclasses.dataclass
@@ -111,127 +105,17 @@ def config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(config.to_json_best_effort())
 
 
-def _init_tokenizer_dir(config: ml_collections.ConfigDict) -> str | None:
-    path = config.init.path
-    if config.init.kind == "hf":
-        return hf_convert.tokenizer_location(paths.local(path, "init.path"))
-    folder = lm_checkpoint.tokenizer_dir(path)
-    return None if folder is None else str(folder)
-
-
-def tokenizer_path(config: ml_collections.ConfigDict, workdir: str | epath.PathLike) -> str:
-    """``config.tokenizer``; else the init model's tokenizer; else the workdir's copy."""
-    if config.tokenizer:
-        return config.tokenizer
-    found = _init_tokenizer_dir(config) if config.init.kind != "scratch" else None
-    kept = paths.resolve(workdir) / TOKENIZER_SUBDIR
-    if found is None and kept.is_dir():
-        found = str(kept)
-    if found is None:
-        raise UserError("config.tokenizer is empty and there is no tokenizer to take it from; set "
-                        "--config.tokenizer=<tokenizer.model / tokenizer.json / Hugging Face directory>")
-    return found
-
-
-def keep_tokenizer(source: str, workdir: str | epath.PathLike) -> None:
-    """Copies the tokenizer's files into ``<workdir>/tokenizer`` (process 0), or checks that
-    a resumed run uses the same ones."""
-    kept = paths.resolve(workdir) / TOKENIZER_SUBDIR
-    files = tokenizer_sources(source)
-    if kept.exists():
-        changed = [n for n, f in files.items() if not (kept / n).exists() or (kept / n).read_bytes() != epath.Path(f).read_bytes()]
-        if changed and os.path.abspath(source) != os.fspath(kept):
-            raise checkpointing.IncompatibleCheckpointError(
-                f"{workdir} was trained with another tokenizer ({', '.join(changed)} differ from {source}); "
-                "use a new --workdir or the run's own tokenizer")
-        return
-    if jax.process_index() == 0:
-        kept.mkdir(parents=True)
-        for name, f in files.items():
-            epath.Path(f).copy(kept / name)
-
-
 def make_data(config: ml_collections.ConfigDict, model: TransformerConfig, mesh, tokenizer: str) -> pipeline.DataIterator:
     return pipeline.make_iterator(
         config.data, load_text_tokenizer(tokenizer), model.special_tokens, model.text_vocab_size, mesh=mesh
     )
 
 
-def init_image_format(config: ml_collections.ConfigDict) -> ImageFormat | None:
-    """The image format recorded by the model training starts from (None from scratch)."""
-    kind, path = config.init.kind, config.init.path
-    if kind == "hf":
-        return hf_convert.hf_image_format(path)
-    if kind == "checkpoint" and checkpointing.is_workdir(path) and not lm_checkpoint.is_model_checkpoint(path):
-        checkpointer = checkpointing.TrainCheckpointer(path, read_only=True)
-        try:
-            return checkpointer.restore_model(None, lambda card, _: ImageFormat.from_dict(card.get("image", {})))[1]
-        finally:
-            checkpointer.close()
-    if kind == "checkpoint":
-        return lm_checkpoint.read_model_card(path)[1]
-    return None
-
-
-def run_image_format(config: ml_collections.ConfigDict, data: Any, init: ImageFormat | None) -> ImageFormat:
-    """What the run teaches the model about images: the image shards' VQGAN, pixels per
-    code and grids (after those the init model was trained on), and the size prefix."""
-    built = getattr(data, "built", None)
-    images = [i for i in built.infos.values() if i.kind == "image"] if built is not None else []
-    fingerprint = next((i.vqgan.fingerprint for i in images if i.vqgan is not None), None)
-    if init is not None and init.vqgan_fingerprint and fingerprint and fingerprint != init.vqgan_fingerprint:
-        raise pipeline.DataError(
-            f"init.path {config.init.path} learned the codes of VQGAN {init.vqgan_fingerprint}, the image "
-            f"shards hold codes of VQGAN {fingerprint}; pre-tokenize with the model's VQGAN")
-    grids = [g for i in images for g in i.grids] + list(init.grids if init is not None else ())
-    pixels_per_code = built.pixels_per_code if images else None
-    pixels_per_code = pixels_per_code or (init.pixels_per_code if init is not None else None)
-    if pixels_per_code is None and config.data.size_prefix:  # the size sentences were written with it
-        pixels_per_code = config.data.pixels_per_code or DEFAULT_PIXELS_PER_CODE
-    return ImageFormat(
-        size_prefix=bool(config.data.size_prefix), pixels_per_code=pixels_per_code,
-        grids=tuple(dict.fromkeys(grids)),
-        vqgan_fingerprint=fingerprint or (init.vqgan_fingerprint if init is not None else None),
-    )
-
-
-def _load_init(config: ml_collections.ConfigDict, model: TransformerConfig, mesh) -> tuple[TransformerConfig, Any]:
-    """(stored config, params on ``mesh``) of ``init.path``, with ``model``'s vocabulary padding."""
-    path, dtype, pad = config.init.path, model.param_dtype, model.vocab_pad_multiple
-    if config.init.kind == "hf":
-        return hf_convert.load_hf_params(path, dtype=dtype, extend_image_codes=model.num_image_codes,
-                                         vocab_pad_multiple=pad, mesh=mesh)
-    if checkpointing.is_workdir(path) and not lm_checkpoint.is_model_checkpoint(path):
-        _, stored, _, params = export.load_workdir(path, dtype=dtype, mesh=mesh, vocab_pad_multiple=pad)
-    else:
-        stored, _, params = lm_checkpoint.load_model(path, dtype=dtype, mesh=mesh, vocab_pad_multiple=pad)
-    return stored, params
-
-
-def initial_params(
-    config: ml_collections.ConfigDict, model: TransformerConfig, mesh
-) -> state_lib.ModelParts:
-    """Params from scratch, a liquid_jax checkpoint or training workdir, or a Hugging Face
-    directory (vocabulary extended by ``model.num_image_codes``), placed on ``mesh``;
-    the stored vocabulary padding may differ from ``model``'s."""
-    if config.init.kind == "scratch":
-        return state_lib.init_parts(model, mesh, config.train.seed)
-    parts = state_lib.abstract_parts(model, mesh)
-    stored, loaded = _load_init(config, model, mesh)
-    diff = checkpointing.model_differences(stored.to_dict(), model.to_dict())
-    if diff:
-        raise checkpointing.IncompatibleCheckpointError(
-            f"init.path {config.init.path} holds a different model than config.model:\n  " + "\n  ".join(diff)
-        )
-    nnx.replace_by_pure_dict(parts.params, loaded)
-    return parts
-
-
 def _initial_state(config, model, mesh, tx, checkpointer, data):
     """(start step, parts, params, opt_state, opt_shardings): restored from the newest
     intact checkpoint (the data iterator too), or freshly initialised."""
     if checkpointer.latest_step() is None:
-        parts = initial_params(config, model, mesh)
+        parts = init_model.initial_params(config, model, mesh)
         opt_shardings = state_lib.opt_state_shardings(tx, parts.params, mesh)
         return 0, parts, parts.params, state_lib.init_opt_state(tx, parts.params, opt_shardings), opt_shardings
     parts = state_lib.abstract_parts(model, mesh)
@@ -272,14 +156,14 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: Any, pr
     step_lib.check_batch_size(config.data.batch_size, mesh, config.train.grad_accum_steps)
     total_steps = config.train.steps
     tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps)
-    init_image = init_image_format(config)
+    init_image = init_model.init_image_format(config)
     if config.data.size_prefix is None:
         config.data.size_prefix = bool(init_image is not None and init_image.size_prefix)
-    tokenizer = tokenizer_path(config, workdir)
+    tokenizer = init_model.tokenizer_path(config, workdir)
     if data is None:
         data = make_data(config, model, mesh, tokenizer)
-    keep_tokenizer(tokenizer, workdir)
-    image = run_image_format(config, data, init_image)
+    init_model.keep_tokenizer(tokenizer, workdir)
+    image = init_model.run_image_format(config, data, init_image)
     card = make_card(model.replace(dtype=model.param_dtype, remat="none", scan_layers=False), image,
                      source=f"training run {workdir.name}")
     checkpointer = checkpointing.TrainCheckpointer(
