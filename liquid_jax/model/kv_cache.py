@@ -28,10 +28,11 @@ class KVCache:
     attention without a slice (a slice of a stacked cache is a copy on XLA's CPU
     backend), and heads before slots is the layout attention reads. segment_ids [B, S] int32: 0 marks an empty or padding slot, which is never
     attended to. positions [B, S] int32: the position each slot was written with (masks
-    and the sliding window compare positions). index: int32 scalar, the next slot to write;
-    a call with T tokens writes slots [index, index + T) of every row. Writes past
-    ``max_len`` are clamped by ``dynamic_update_slice``, so callers size the cache for the
-    whole generation.
+    and the sliding window compare positions). index: the next slot to write, an int32
+    scalar (every row) or [B] (each row its own, as speculative decoding advances rows by
+    different amounts); a call with T tokens writes slots [index, index + T) of each row.
+    Writes past ``max_len`` are clamped by ``dynamic_update_slice``, so callers size the
+    cache for the whole generation.
     """
 
     k: tuple[jax.Array, ...]
@@ -63,19 +64,32 @@ class KVCache:
 
     def write_metadata(self, segment_ids: jax.Array, positions: jax.Array) -> "KVCache":
         """Records segment ids and positions [B, T] at the write index (k, v unchanged)."""
-        at = (0, self.index)
         return dataclasses.replace(
             self,
-            segment_ids=jax.lax.dynamic_update_slice(self.segment_ids, segment_ids.astype(jnp.int32), at),
-            positions=jax.lax.dynamic_update_slice(self.positions, positions.astype(jnp.int32), at),
+            segment_ids=_write_slots(self.segment_ids, segment_ids.astype(jnp.int32), self.index, 1),
+            positions=_write_slots(self.positions, positions.astype(jnp.int32), self.index, 1),
         )
 
 
+def _write_slots(cache: jax.Array, new: jax.Array, index: jax.Array, axis: int) -> jax.Array:
+    """``new`` written into ``cache`` from slot ``index`` along ``axis`` (batch is axis 0);
+    a per-row index [B] writes each row at its own slot."""
+    new = new.astype(cache.dtype)
+    if jnp.ndim(index) == 0:
+        at = [0] * cache.ndim
+        at[axis] = index
+        return jax.lax.dynamic_update_slice(cache, new, tuple(at))
+
+    def row(c, n, i):
+        at = [0] * c.ndim
+        at[axis - 1] = i
+        return jax.lax.dynamic_update_slice(c, n, tuple(at))
+
+    return jax.vmap(row)(cache, new, index)
+
+
 def write_layer(cache_k: jax.Array, cache_v: jax.Array, k: jax.Array, v: jax.Array, index: jax.Array):
-    """Writes one layer's new keys/values [B, T, K, Dh] into its slots [B, K, S, Dh] at index."""
-    at = (0, 0, index, 0)
-
-    def write(cache: jax.Array, new: jax.Array) -> jax.Array:
-        return jax.lax.dynamic_update_slice(cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), at)
-
-    return write(cache_k, k), write(cache_v, v)
+    """Writes one layer's new keys/values [B, T, K, Dh] into its slots [B, K, S, Dh] at
+    ``index`` (a scalar, or one slot per row)."""
+    return (_write_slots(cache_k, jnp.swapaxes(k, 1, 2), index, 2),
+            _write_slots(cache_v, jnp.swapaxes(v, 1, 2), index, 2))

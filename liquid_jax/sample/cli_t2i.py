@@ -22,6 +22,7 @@ from absl import app, flags
 from liquid_jax import checkpoint, paths
 from liquid_jax.errors import UserError
 from liquid_jax.sample import cli_sample
+from liquid_jax.sample.speculative import COUPLINGS
 
 cli_sample.define_flags(temperature=0.99, top_k=4096, top_p=0.96)
 cli_sample.define_prompt_flags()
@@ -32,6 +33,11 @@ _GRID = flags.DEFINE_string("grid", None, "Code grid HxW (default: the model's t
 _OUT = flags.DEFINE_string("out", None, "Output directory (new, or an earlier output with --overwrite).",
                            required=True)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an --out folder written by an earlier sample t2i.")
+_WINDOW = flags.DEFINE_integer(
+    "speculative_window", 0, "Speculative Jacobi decoding with windows of this many tokens (0: token by token; "
+    "same distribution, fewer forward passes; see README).")
+_COUPLING = flags.DEFINE_enum("coupling", "gumbel", list(COUPLINGS),
+                              "How speculative redrafts are coupled to the previous drafts.")
 SETTINGS_FILE = "sample.json"
 
 
@@ -70,7 +76,8 @@ def main(argv: list[str]) -> None:
     check_output(_OUT.value, _OVERWRITE.value)
     codec = cli_sample.load_codec(required=True)
     lm = cli_sample.load_model()
-    settings = dict(cfg=_CFG.value or None, num_images=_NUM_IMAGES.value, grid=grid, **cli_sample.sampling_flags())
+    settings = dict(cfg=_CFG.value or None, num_images=_NUM_IMAGES.value, grid=grid,
+                    speculative_window=_WINDOW.value, coupling=_COUPLING.value, **cli_sample.sampling_flags())
     result = lm.generate_images(prompts, codec, **settings)
     with checkpoint.atomic_directory(_OUT.value, overwrite=True) as tmp:
         captions = []
@@ -86,4 +93,5 @@ def main(argv: list[str]) -> None:
         settings.update(grid=list(result.grid), checkpoint=flags.FLAGS.checkpoint, prompts=prompts,
                         size_prefix=lm.image.size_prefix)
         (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    print(f"wrote {len(result.images)} images to {_OUT.value}")
+    print(f"wrote {len(result.images)} images to {_OUT.value} ({result.forwards.mean():.0f} forward passes "
+          f"per image for {result.codes.shape[1]} codes)")

@@ -3,7 +3,9 @@
 Each prompt yields ``num_images`` conditional rows and as many unconditional rows in one
 batch. Per step only the image-code rows of the LM head are computed (which is the same
 as masking every text token), the guided logits ``u + cfg * (c - u)`` are filtered and
-sampled, and the chosen code is fed to both rows. Exactly ``h * w`` steps.
+sampled, and the chosen code is fed to both rows. Exactly ``h * w`` codes: one forward
+pass each, or, with ``speculative_window``, several per pass by speculative Jacobi
+decoding (``liquid_jax.sample.speculative``: the same distribution, fewer passes).
 """
 
 from __future__ import annotations
@@ -21,17 +23,20 @@ from liquid_jax.sample.filters import SamplingParams
 from liquid_jax.errors import UserError
 from liquid_jax.model.image_format import DEFAULT_GRID, DEFAULT_PIXELS_PER_CODE
 from liquid_jax.sample.prompts import text_to_image_prompts
+from liquid_jax.sample.speculative import generate_speculative
 from liquid_jax.tokenizer.vocab import MultimodalVocab
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageGeneration:
     """codes int32 [N, h*w] (raster order; image i of prompt p is row p * num_images + i),
-    the grid (h, w), and uint8 images [N, H, W, 3] when a codec decoded them."""
+    the grid (h, w), uint8 images [N, H, W, 3] when a codec decoded them, and the forward
+    passes each image took [N]."""
 
     codes: np.ndarray
     grid: tuple[int, int]
     images: np.ndarray | None = None
+    forwards: np.ndarray | None = None
 
 
 def guided_batch(
@@ -59,12 +64,16 @@ def generate_image_codes(
     grid: tuple[int, int] = DEFAULT_GRID,
     pixels_per_code: int = DEFAULT_PIXELS_PER_CODE,
     size_prefix: bool = False,
+    speculative_window: int = 0,
+    coupling: str = "gumbel",
     mesh: jax.sharding.Mesh | None = None,
     progress: str | None = None,
 ) -> ImageGeneration:
     """Samples ``num_images`` code grids per prompt. ``cfg=None`` disables guidance
     (conditional rows only); ``size_prefix``: prompt with the size sentence (as the model
-    was trained, see ``ImageFormat``)."""
+    was trained, see ``ImageFormat``). ``speculative_window`` L >= 2 drafts L - 1 codes
+    ahead and verifies them in one pass (``coupling``: "gumbel" or "maximal"); 0 decodes
+    token by token. Either way image i's randomness is keyed by ``seed`` and i alone."""
     if isinstance(prompts, str):
         prompts = [prompts]
     if cfg is not None and not (math.isfinite(cfg) and cfg >= 0):
@@ -84,21 +93,20 @@ def generate_image_codes(
         raise UserError(f"num_images must be >= 1, got {num_images}")
     if not prompts:
         raise UserError("no prompts given")
+    if speculative_window < 0 or speculative_window == 1:
+        raise UserError(f"speculative_window must be 0 (token by token) or >= 2, got {speculative_window}")
     rows = guided_batch(vocab, prompts, num_images, (h, w), pixels_per_code, guided=cfg is not None,
                         size_prefix=size_prefix)
-    result = generate_tokens(
-        model,
-        rows,
-        h * w,
-        sampling=sampling,
-        seed=seed,
-        vocab_range=(config.text_vocab_size, config.vocab_size),
-        guidance_scale=cfg,
-        mesh=mesh,
-        progress=progress,
-    )
-    tokens = result.tokens[: len(prompts) * num_images]
-    return ImageGeneration(codes=vocab.image_codes(tokens), grid=(h, w))
+    images = len(prompts) * num_images
+    common = dict(sampling=sampling, seed=seed, vocab_range=(config.text_vocab_size, config.vocab_size),
+                  guidance_scale=cfg, mesh=mesh, progress=progress)
+    if speculative_window:
+        result = generate_speculative(model, rows, h * w, window=speculative_window, coupling=coupling, **common)
+        tokens, forwards = result.tokens, result.forwards
+    else:
+        tokens = generate_tokens(model, rows, h * w, **common).tokens[:images]
+        forwards = np.full((images,), h * w, np.int32)
+    return ImageGeneration(codes=vocab.image_codes(tokens), grid=(h, w), forwards=forwards)
 
 
 def generate_images(

@@ -55,13 +55,16 @@ def generate_images(
     num_images: int = 4,
     seed: int = 0,
     grid: tuple[int, int] | None = None,
+    speculative_window: int = 0,
+    coupling: str = "gumbel",
     progress: bool = True,
 ) -> ImageGeneration:
     """``num_images`` images per prompt with upstream's guided sampler, prompted as the
     model was trained (``lm.image``: size prefix, pixels per code).
 
     ``grid`` (h, w) defaults to the first grid the model was trained on (32x32 for
-    upstream's). Returns codes [N, h*w] and, with a VQGAN ``codec`` (refused before any
+    upstream's). ``speculative_window`` L >= 2 decodes by speculative Jacobi decoding
+    (same distribution, fewer forward passes; greedy settings give identical codes). Returns codes [N, h*w] and, with a VQGAN ``codec`` (refused before any
     work if it is not the model's), uint8 images [N, H, W, 3] (image i of prompt p is
     row p * num_images + i).
     """
@@ -74,8 +77,8 @@ def generate_images(
                         [f"{h}x{w}" for h, w in lm.image.grids], f"{grid[0]}x{grid[1]}")
     kwargs = dict(
         cfg=cfg, sampling=sampling_params(temperature, top_k, top_p), num_images=num_images,
-        seed=seed, grid=grid, size_prefix=lm.image.size_prefix, mesh=lm.mesh,
-        progress="image tokens" if progress else None,
+        seed=seed, grid=grid, size_prefix=lm.image.size_prefix, speculative_window=speculative_window,
+        coupling=coupling, mesh=lm.mesh, progress="image tokens" if progress else None,
     )
     if codec is None:
         pixels_per_code = lm.image.pixels_per_code or DEFAULT_PIXELS_PER_CODE

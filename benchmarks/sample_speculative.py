@@ -1,0 +1,225 @@
+"""Speculative Jacobi decoding against token-by-token decoding, in the same run.
+
+(a) The built-in default's Liquid model at its 8x8 grid, on its 64 held-out prompts:
+    with its evaluation settings (cfg 1.5, temperature 1, top-k 1) and with sampling
+    (cfg 1.5, temperature 1, top-k 64); forward passes per image, codes committed per
+    forward (mean and histogram), image tokens/s at batch 1 and 4 for L in {4, 8, 16, 32}
+    against the plain sampler, and the checker's text-to-image accuracy of both.
+    ``--demo_workdir`` takes a finished ``liquid-jax demo`` run; without it one is trained
+    in ``benchmarks/.cache/demo`` (about 15-40 minutes on 2 cores) and reused.
+(b) The random benchmark model of benchmarks/sample_throughput.py (16x16 grid, cfg 7,
+    temperature 0.99, top-k 4096, top-p 0.96): random weights accept few drafts, so this
+    shows the cost of a window rather than the gain.
+
+Writes benchmarks/results/sample_speculative.json with a "summary" (best window per
+setting) and every measurement, and the machine it ran on.
+
+  python benchmarks/sample_speculative.py [--demo_workdir DIR] [--windows 4,8,16,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from liquid_jax import host_memory  # noqa: E402
+
+host_memory.reexec_with_hugepages()  # as `liquid-jax sample` does
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+import liquid_jax  # noqa: E402
+from liquid_jax.demo import heldout, liquid_stage, vqgan_stage  # noqa: E402
+from liquid_jax.demo.pipeline import run_demo  # noqa: E402
+from liquid_jax.demo.stages import Context  # noqa: E402
+from liquid_jax.eval import shapes as shapes_eval  # noqa: E402
+from liquid_jax.sample.images import generate_image_codes  # noqa: E402
+from liquid_jax.sample.lm_sampling import sampling_params  # noqa: E402
+
+SETTINGS = {
+    "eval": dict(cfg=1.5, temperature=1.0, top_k=1, top_p=1.0),
+    "sampled": dict(cfg=1.5, temperature=1.0, top_k=64, top_p=1.0),
+}
+RANDOM = dict(cfg=7.0, temperature=0.99, top_k=4096, top_p=0.96)
+
+
+def filters(settings: dict):
+    return sampling_params(settings["temperature"], settings["top_k"], settings["top_p"])
+
+
+def machine() -> dict:
+    """CPU model, cores and the best 2048x2048 float32 matmul rate seen (GFLOP/s)."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    a = jnp.ones((2048, 2048), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    best = 0.0
+    for _ in range(8):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - start) / 1e9)
+    return {"cpu": model, "cores": os.cpu_count(), "matmul_gflops": best, "device": jax.devices()[0].device_kind,
+            "jax": jax.__version__, "load_average": os.getloadavg()[0]}
+
+
+def demo_model(workdir: str | None):
+    """(LiquidLM, codec, held-out prompts) of a finished demo run (trained here if needed)."""
+    if workdir is None:
+        workdir = os.path.join(ROOT, "benchmarks", ".cache", "demo")
+        from liquid_jax.train.config import load_config_file
+
+        run_demo(Context(load_config_file(os.path.join(ROOT, "configs", "demo.py")), workdir))
+    context = Context(ml_collections.ConfigDict(), os.path.abspath(workdir))
+    lm = liquid_jax.load(liquid_stage.model_path(context), progress=False)
+    return lm, vqgan_stage.load_codec(context), heldout.load_eval(context)["prompts"]
+
+
+def timed_run(lm, prompts, settings, window, grid, seed=0):
+    """(codes, forward passes per image, seconds) of one generation, compiled beforehand."""
+    kwargs = dict(cfg=settings["cfg"], num_images=1, seed=seed, grid=grid, size_prefix=lm.image.size_prefix,
+                  pixels_per_code=lm.image.pixels_per_code or 16, speculative_window=window,
+                  sampling=filters(settings))
+    generate_image_codes(lm.model, lm.tokenizer, prompts, **kwargs)  # compiles this shape
+    start = time.perf_counter()
+    result = generate_image_codes(lm.model, lm.tokenizer, prompts, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def measure(lm, prompts, settings, windows, grid, batches, codec=None):
+    """Every window's step compression, acceptance histogram and speed against plain decoding."""
+    codes_per_image = grid[0] * grid[1]
+    rows = {}
+    plain_full, _ = timed_run(lm, prompts, settings, 0, grid)
+    for window in [0, *windows]:
+        full, _ = timed_run(lm, prompts, settings, window, grid)  # every prompt: forwards and accuracy
+        row = {"forwards_per_image": float(full.forwards.mean()),
+               "codes_per_forward": codes_per_image / float(full.forwards.mean()),
+               "identical_to_plain": bool(np.array_equal(full.codes, plain_full.codes))}
+        if codec is not None:
+            images = codec.decode(full.codes, grid=grid)
+            row["t2i_accuracy"] = shapes_eval.t2i_accuracy(heldout.scenes_of(list(prompts)), list(images))
+        for batch in batches:
+            _, seconds = timed_run(lm, prompts[:batch], settings, window, grid)
+            row[f"image_tokens_per_s_batch{batch}"] = batch * codes_per_image / seconds
+        rows["plain" if window == 0 else f"L{window}"] = row
+    plain = rows["plain"]
+    for window in windows:
+        row = rows[f"L{window}"]
+        row["step_compression"] = plain["forwards_per_image"] / row["forwards_per_image"]
+        for batch in batches:
+            key = f"image_tokens_per_s_batch{batch}"
+            row[f"wall_ratio_batch{batch}"] = row[key] / plain[key]
+    return rows
+
+
+def histogram(lm, prompts, settings, window, grid) -> list[int]:
+    from liquid_jax.sample.images import guided_batch
+    from liquid_jax.sample.speculative import generate_speculative
+
+    rows = guided_batch(lm.tokenizer, prompts, 1, grid, lm.image.pixels_per_code or 16,
+                        size_prefix=lm.image.size_prefix)
+    result = generate_speculative(
+        lm.model, rows, grid[0] * grid[1], window=window, sampling=filters(settings),
+        vocab_range=(lm.config.text_vocab_size, lm.config.vocab_size), guidance_scale=settings["cfg"])
+    return result.commits.tolist()
+
+
+def best(rows, key):
+    windows = [k for k in rows if k != "plain"]
+    return max(windows, key=lambda k: rows[k][key])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo_workdir", default=None)
+    parser.add_argument("--windows", default="4,8,16,32")
+    parser.add_argument("--skip_random", action="store_true", help="only the demo model")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "sample_speculative.json"))
+    args = parser.parse_args()
+    windows = [int(w) for w in args.windows.split(",")]
+
+    result = {"machine": machine(), "windows": windows}
+    lm, codec, prompts = demo_model(args.demo_workdir)
+    grid = lm.image.default_grid
+    demo = {}
+    for name, settings in SETTINGS.items():
+        demo[name] = {"settings": settings, "rows": measure(lm, prompts, settings, windows, grid, (1, 4), codec)}
+        chosen = best(demo[name]["rows"], "step_compression")
+        demo[name]["commit_histogram_best"] = histogram(lm, prompts, settings, int(chosen[1:]), grid)
+        print(name, json.dumps(demo[name]["rows"], indent=1))
+    result["demo"] = {"grid": list(grid), "prompts": len(prompts), **demo}
+
+    if not args.skip_random:
+        sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+        import sample_throughput
+
+        _, model = sample_throughput.build_models()
+        c = sample_throughput.CONFIG
+        rows = sample_throughput.prompt_rows()
+        result["random"] = random_model(model, rows, c, windows)
+
+    rows_eval, rows_sampled = demo["eval"]["rows"], demo["sampled"]["rows"]
+    fastest = best(rows_eval, "wall_ratio_batch1")
+    result["summary"] = {
+        "step_compression_eval": rows_eval[best(rows_eval, "step_compression")]["step_compression"],
+        "step_compression_eval_window": best(rows_eval, "step_compression"),
+        "step_compression_sampled": rows_sampled[best(rows_sampled, "step_compression")]["step_compression"],
+        "step_compression_sampled_window": best(rows_sampled, "step_compression"),
+        "wall_ratio_batch1": rows_eval[fastest]["wall_ratio_batch1"],
+        "wall_ratio_batch1_window": fastest,
+        "wall_ratio_batch1_sampled": rows_sampled[best(rows_sampled, "wall_ratio_batch1")]["wall_ratio_batch1"],
+        "t2i_accuracy_plain": rows_eval["plain"]["t2i_accuracy"],
+        "t2i_accuracy_speculative": rows_eval[fastest]["t2i_accuracy"],
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result["summary"], indent=2))
+
+
+def random_model(model, rows, c, windows) -> dict:
+    """Forward passes and image tokens/s of the random benchmark model at batch 1 and 4."""
+    from liquid_jax.sample.decode_loop import generate_tokens
+    from liquid_jax.sample.filters import SamplingParams
+    from liquid_jax.sample.speculative import generate_speculative
+
+    sampling = SamplingParams(temperature=c["temperature"], top_k=c["top_k"], top_p=c["top_p"])
+    steps = c["grid"][0] * c["grid"][1]
+    vocab = (c["text_vocab"], c["text_vocab"] + c["image_codes"])
+    out = {"settings": RANDOM, "grid": list(c["grid"])}
+    images = c["images"]
+    for batch in (1, images):
+        pick = rows[:batch] + rows[images:images + batch]
+        for window in [0, *windows]:
+            def run():
+                if window == 0:
+                    generate_tokens(model, pick, steps, sampling=sampling, vocab_range=vocab, guidance_scale=c["cfg"])
+                    return np.full((batch,), steps)
+                return generate_speculative(model, pick, steps, window=window, sampling=sampling, vocab_range=vocab,
+                                            guidance_scale=c["cfg"]).forwards
+            run()
+            start = time.perf_counter()
+            forwards = run()
+            seconds = time.perf_counter() - start
+            out[f"batch{batch}_{'plain' if window == 0 else f'L{window}'}"] = {
+                "forwards_per_image": float(np.mean(forwards)), "image_tokens_per_s": batch * steps / seconds}
+    return out
+
+
+if __name__ == "__main__":
+    main()
