@@ -118,7 +118,7 @@ def test_pretokenizing_into_a_folder_made_otherwise_is_refused(tmp_path):
     stale.write_bytes(b"half a shard")
     pretokenize_images(units, out, codec, resolution=8)  # the same again: resumes, cleans up
     assert not stale.exists()
-    with pytest.raises(UserError, match=r"shards made otherwise.*settings.resolution: 8 vs 16.*--overwrite"):
+    with pytest.raises(UserError, match=r"shards made otherwise.*settings.buckets: \['8x8'\] vs \['16x16'\].*--overwrite"):
         pretokenize_images(units, out, codec, resolution=16)
     with pytest.raises(UserError, match=r"made otherwise \(folder vs this run: vqgan"):
         pretokenize_images(units, out, ImageCodec(tiny_vqgan(seed=3)), resolution=8)
@@ -127,7 +127,7 @@ def test_pretokenizing_into_a_folder_made_otherwise_is_refused(tmp_path):
         pretokenize_images(recaptioned, out, codec, resolution=8)
     report = pretokenize_images(recaptioned, out, codec, resolution=16, overwrite=True)
     assert report["written"] == 12 and manifest.read(out).grids == ((8, 8),)
-    assert manifest.read(out).settings["resolution"] == 16
+    assert manifest.read(out).settings["buckets"] == ["16x16"]
     # Text shards: another input file is refused too.
     (tmp_path / "a.jsonl").write_text('{"text": "one"}\n')
     pretokenize_text([str(tmp_path / "a.jsonl")], str(tmp_path / "text"))

@@ -7,6 +7,9 @@ Examples::
       --image_field img_path --caption_field prompt --vqgan ckpt/vqgan --output data/jdb
   # WebDataset shards (key.jpg + key.txt or key.json)
   liquid-jax pretokenize images --input 'laion/*.tar' --vqgan ckpt/vqgan --output data/laion
+  # several sizes and shapes: each image keeps its aspect ratio's grid
+  liquid-jax pretokenize images --input imgs/ --captions imgs/meta.jsonl --vqgan ckpt/vqgan \\
+      --resolutions 256,512 --aspect_buckets 1:1,2:3,3:2,9:16,16:9 --output data/multires
   # a TFDS data set with image and text features
   liquid-jax pretokenize images --format tfds --input my_dataset --tfds_data_dir ~/tfds \\
       --image_field image --caption_field caption --vqgan ckpt/vqgan --output data/tfds
@@ -23,8 +26,9 @@ import jax
 from absl import flags, logging
 
 from liquid_jax.codec import load_vqgan
-from liquid_jax.data import image_inputs, shards
+from liquid_jax.data import buckets, image_inputs, shards
 from liquid_jax.data.pretokenize_images import pretokenize_images
+from liquid_jax.errors import UserError
 from liquid_jax.sharding import make_mesh
 from liquid_jax.tokenizer.image import MAX_ASPECT_RATIO
 
@@ -40,6 +44,12 @@ _OUTPUT = flags.DEFINE_string("output", None, "Output directory.", required=True
 _PREFIX = flags.DEFINE_string("prefix", "images", "Shard file name prefix.")
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Square image size fed to the VQGAN (default: the "
                                    "resolution it was trained at, 512 for Chameleon's).")
+_RESOLUTIONS = flags.DEFINE_list(
+    "resolutions", None, "Several resolutions (sides of squares of the same pixel count, e.g. 256,512,768): "
+    "each image goes to the nearest one (default: --resolution).")
+_ASPECTS = flags.DEFINE_string(
+    "aspect_buckets", "1:1", "Aspect ratios WIDTH:HEIGHT kept (e.g. 1:1,2:3,3:2,9:16,16:9): each image is "
+    "resized to the nearest one at its resolution and keeps its grid (default: squares).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per VQGAN call.")
 _PER_SHARD = flags.DEFINE_integer("images_per_shard", 10_000, "Images per output shard (folder, tfds).")
 _MAX_ASPECT = flags.DEFINE_float("max_aspect_ratio", MAX_ASPECT_RATIO, "Drop images more elongated than this.")
@@ -67,12 +77,16 @@ def main(argv: list[str]) -> None:
     local = jax.local_devices()
     mesh = make_mesh((-1, 1, 1), devices=local) if len(local) > 1 else None
     codec = load_vqgan(_VQGAN.value, batch_size=_BATCH.value, mesh=mesh)
+    try:
+        resolutions = [int(r) for r in _RESOLUTIONS.value or [_RESOLUTION.value or codec.config.resolution]]
+    except ValueError:
+        raise UserError(f"--resolutions must be integers, got {_RESOLUTIONS.value}") from None
     report = pretokenize_images(
         units,
         _OUTPUT.value,
         codec,
         prefix=_PREFIX.value,
-        resolution=_RESOLUTION.value or codec.config.resolution,
+        buckets=buckets.make_buckets(resolutions, buckets.parse_aspects(_ASPECTS.value), codec.downsample_factor),
         batch_size=_BATCH.value,
         max_aspect_ratio=_MAX_ASPECT.value,
         decode_threads=_THREADS.value,

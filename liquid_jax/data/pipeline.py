@@ -88,7 +88,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 8  # global, over all processes
     c.t2i_ratio = 0.5  # image records -> text-to-image with this probability, else caption
     c.cfg_drop = 0.1  # text-to-image text replaced by <unconditional>
-    c.size_prefix = False
+    c.size_prefix = False  # None: on when the image sources hold more than one grid
     c.pixels_per_code = 0  # VQGAN downsampling, for the size prefix; 0: from the shards' manifest (else 16)
     c.codebook_size = 8192
     c.max_skip_fraction = 0.1  # a source with more unusable records stops the run
@@ -300,6 +300,7 @@ class BuiltSources:
     bad_shards: list[str]
     infos: dict[str, SourceInfo]
     pixels_per_code: int | None
+    size_prefix: bool
 
 
 def _pixels_per_code(config: ml_collections.ConfigDict, infos: dict[str, SourceInfo]) -> int | None:
@@ -315,6 +316,18 @@ def _pixels_per_code(config: ml_collections.ConfigDict, infos: dict[str, SourceI
         raise DataError(f"the image sources were made by different VQGANs {sorted(fingerprints)}; "
                         "a model learns the codes of one")
     return config.pixels_per_code or next(iter(recorded.values()), None)
+
+
+def _size_prefix(config: ml_collections.ConfigDict, infos: dict[str, SourceInfo]) -> bool:
+    """``data.size_prefix``; None turns it on when the image sources hold several grids
+    (without it a model cannot be told which grid to draw)."""
+    grids = sorted({g for i in infos.values() if i.kind == "image" for g in i.grids})
+    if config.size_prefix is None:
+        return len(grids) > 1
+    if not config.size_prefix and len(grids) > 1:
+        logging.warning("the image sources hold grids %s but data.size_prefix is False: the model will "
+                        "not be told which grid to draw", grids)
+    return bool(config.size_prefix)
 
 
 def _source_dataset(
@@ -352,11 +365,12 @@ def build_dataset(
     files = {s.name: list_shards(s.path) for s in specs}
     infos = {s.name: inspect_source(s.name, s.path, s.kind, files[s.name], config.codebook_size) for s in specs}
     pixels_per_code = _pixels_per_code(config, infos)
+    size_prefix = _size_prefix(config, infos)
     builder = SequenceBuilder(
         tokenizer=tokenizer,
         special=special,
         text_vocab_size=text_vocab_size,
-        size_prefix=config.size_prefix,
+        size_prefix=size_prefix,
         pixels_per_code=pixels_per_code or DEFAULT_PIXELS_PER_CODE,
         text_eos=config.text_eos,
     )
@@ -388,7 +402,8 @@ def build_dataset(
                 num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size
             )
         )
-    return batches, BuiltSources(shares=shares, bad_shards=bad, infos=infos, pixels_per_code=pixels_per_code)
+    return batches, BuiltSources(shares=shares, bad_shards=bad, infos=infos, pixels_per_code=pixels_per_code,
+                                 size_prefix=size_prefix)
 
 
 class DataIterator:

@@ -3,6 +3,7 @@
   liquid-jax sample t2i --checkpoint=liquid-7b/ --vqgan=vqgan/ --prompt="a red fox" --out=samples/
   liquid-jax sample t2i --checkpoint=run/ --vqgan=vqgan/ --prompts_file=prompts.txt --num_images=2 \\
       --grid=16x16 --cfg=5 --out=samples/
+  liquid-jax sample t2i --checkpoint=... --vqgan=... --prompt="a harbour at dusk" --size=384x640 --out=wide/
 
 --checkpoint is a liquid_jax checkpoint, a training workdir or a Hugging Face directory.
 The model is prompted as it was trained (its size prefix) at its trained grid unless
@@ -30,6 +31,8 @@ _CFG = flags.DEFINE_float("cfg", 7.0, "Classifier-free guidance scale (0: no gui
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 4, "Images per prompt.")
 _GRID = flags.DEFINE_string("grid", None, "Code grid HxW (default: the model's trained grid; 32x32 = 512 px "
                             "with Chameleon's VQGAN).")
+_SIZE = flags.DEFINE_string("size", None, "Image size HEIGHTxWIDTH in pixels instead of --grid (e.g. 384x640; "
+                            "whole codes of the VQGAN).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (new, or an earlier output with --overwrite).",
                            required=True)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an --out folder written by an earlier sample t2i.")
@@ -41,14 +44,14 @@ _COUPLING = flags.DEFINE_enum("coupling", "gumbel", list(COUPLINGS),
 SETTINGS_FILE = "sample.json"
 
 
-def parse_grid(text: str) -> tuple[int, int]:
+def parse_grid(text: str, flag: str = "--grid") -> tuple[int, int]:
     """"HxW" -> (h, w)."""
     try:
         h, w = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise app.UsageError(f"--grid must look like 32x32, got {text!r}") from None
+        raise app.UsageError(f"{flag} must look like 32x32, got {text!r}") from None
     if h < 1 or w < 1:
-        raise app.UsageError(f"--grid must be positive, got {text!r}")
+        raise app.UsageError(f"{flag} must be positive, got {text!r}")
     return h, w
 
 
@@ -72,9 +75,13 @@ def main(argv: list[str]) -> None:
     from liquid_jax.eval.report import save_image_grid
 
     prompts = cli_sample.read_prompts()
+    if _GRID.value and _SIZE.value:
+        raise app.UsageError("give --grid or --size, not both")
     grid = parse_grid(_GRID.value) if _GRID.value else None
     check_output(_OUT.value, _OVERWRITE.value)
     codec = cli_sample.load_codec(required=True)
+    if _SIZE.value:
+        grid = codec.grid_for(*parse_grid(_SIZE.value, "--size"))
     lm = cli_sample.load_model()
     settings = dict(cfg=_CFG.value or None, num_images=_NUM_IMAGES.value, grid=grid,
                     speculative_window=_WINDOW.value, coupling=_COUPLING.value, **cli_sample.sampling_flags())

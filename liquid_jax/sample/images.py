@@ -97,6 +97,11 @@ def generate_image_codes(
         raise UserError(f"speculative_window must be 0 (token by token) or >= 2, got {speculative_window}")
     rows = guided_batch(vocab, prompts, num_images, (h, w), pixels_per_code, guided=cfg is not None,
                         size_prefix=size_prefix)
+    longest = max(len(r) for r in rows)
+    if longest + h * w > config.max_position_embeddings:
+        raise UserError(f"a {h}x{w} grid is {h * w} codes after a prompt of {longest} tokens: "
+                        f"{longest + h * w} positions, more than the model's context of "
+                        f"{config.max_position_embeddings}; draw a smaller grid")
     images = len(prompts) * num_images
     common = dict(sampling=sampling, seed=seed, vocab_range=(config.text_vocab_size, config.vocab_size),
                   guidance_scale=cfg, mesh=mesh, progress=progress)

@@ -112,18 +112,20 @@ def check_aspect_ratio(img: PIL.Image.Image, name: str, limit: float = MAX_ASPEC
         raise ImageError(name, f"aspect ratio {ratio:.2f} of size {img.size} exceeds {limit}")
 
 
-def resize_center_crop(img: PIL.Image.Image, size: int = 512) -> np.ndarray:
-    """Upstream generation preprocessing: LANCZOS resize of the short side, center crop.
+def resize_center_crop(img: PIL.Image.Image, size: int = 512, width: int | None = None) -> np.ndarray:
+    """Upstream generation preprocessing: LANCZOS resize to cover ``size`` x ``size`` (the
+    short side; or ``size`` high and ``width`` wide), center crop.
 
-    Returns uint8 [size, size, 3]. ``img`` should come from ``load_image``.
+    Returns uint8 [size, width or size, 3]. ``img`` should come from ``load_image``.
     """
     img = whiten_transparency(img)
-    scale = size / min(img.size)
+    height, width = size, size if width is None else width
+    scale = max(width / img.size[0], height / img.size[1])
     new_size = (round(scale * img.size[0]), round(scale * img.size[1]))
     img = img.resize(new_size, PIL.Image.LANCZOS)
-    x0 = (img.width - size) // 2
-    y0 = (img.height - size) // 2
-    img = img.crop((x0, y0, x0 + size, y0 + size))
+    x0 = (img.width - width) // 2
+    y0 = (img.height - height) // 2
+    img = img.crop((x0, y0, x0 + width, y0 + height))
     return np.asarray(img, dtype=np.uint8)
 
 

@@ -54,7 +54,7 @@ def train_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # A tuple so `--config.data.sources='({"path": ..., "kind": "text"}, ...)'` can set it;
     # entries: {"name", "path", "kind": "text" | "image" (default: read from the shards), "weight"}.
     data["sources"] = ()
-    data["size_prefix"] = None  # None: as the init model was trained (False for a new one)
+    data["size_prefix"] = None  # None: as the init model was trained, or on for several grids
     config.data = ml_collections.ConfigDict(data)
     if "num_image_codes" in config.model:
         config.data.codebook_size = config.model.get_ref("num_image_codes")

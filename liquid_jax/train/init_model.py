@@ -98,12 +98,13 @@ def run_image_format(config: ml_collections.ConfigDict, data: Any, init: ImageFo
             f"init.path {config.init.path} learned the codes of VQGAN {init.vqgan_fingerprint}, the image "
             f"shards hold codes of VQGAN {fingerprint}; pre-tokenize with the model's VQGAN")
     grids = [g for i in images for g in i.grids] + list(init.grids if init is not None else ())
+    size_prefix = built.size_prefix if built is not None else bool(config.data.size_prefix)
     pixels_per_code = built.pixels_per_code if images else None
     pixels_per_code = pixels_per_code or (init.pixels_per_code if init is not None else None)
-    if pixels_per_code is None and config.data.size_prefix:  # the size sentences were written with it
+    if pixels_per_code is None and size_prefix:  # the size sentences were written with it
         pixels_per_code = config.data.pixels_per_code or DEFAULT_PIXELS_PER_CODE
     return ImageFormat(
-        size_prefix=bool(config.data.size_prefix), pixels_per_code=pixels_per_code,
+        size_prefix=size_prefix, pixels_per_code=pixels_per_code,
         grids=tuple(dict.fromkeys(grids)),
         vqgan_fingerprint=fingerprint or (init.vqgan_fingerprint if init is not None else None),
     )

@@ -157,8 +157,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: Any, pr
     total_steps = config.train.steps
     tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps)
     init_image = init_model.init_image_format(config)
-    if config.data.size_prefix is None:
-        config.data.size_prefix = bool(init_image is not None and init_image.size_prefix)
+    if config.data.size_prefix is None and init_image is not None and init_image.size_prefix:
+        config.data.size_prefix = True  # as the init model was trained; else the data's grids decide
     tokenizer = init_model.tokenizer_path(config, workdir)
     if data is None:
         data = make_data(config, model, mesh, tokenizer)
