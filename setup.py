@@ -28,8 +28,21 @@ CORE = [
     "matplotlib",
 ]
 
-TEST = [
+# Evaluation tools of the field (liquid-jax eval fid / text / vqa); `pip install -e ".[eval]"`.
+EVAL = [
+    "shortuuid",  # answer ids of LLaVA answer files (eval vqa)
+    # eval fid: clean-fid's dependencies; clean-fid itself goes in with
+    # `pip install --no-deps clean-fid==0.1.35` (it requires torchvision, which clean mode never uses)
+    "torch>=2.1",
+    "scipy",
+    "requests",
+    "torchmetrics>=1.4",  # CLIP score (with transformers)
+    "lm-eval>=0.4.13",  # eval text: lm-evaluation-harness
+]
+
+TEST = EVAL + [
     "pytest>=8",
+    "accelerate>=1.0",  # lm-eval's "hf" backend, the reference of tests/test_eval_text.py
     "torch==2.13.0",
     "transformers>=5.0,<6",
     "scikit-image",
@@ -49,6 +62,7 @@ setup(
     install_requires=CORE,
     extras_require={
         "test": TEST,
+        "eval": EVAL,
         "tpu": ["jax[tpu]==0.10.2"],
         "gpu": ["jax[cuda12]"],
     },

@@ -48,6 +48,10 @@ register(("train-vqgan",), "liquid_jax.train.cli_train_vqgan", "train a VQGAN im
 register(("pretokenize", "text"), "liquid_jax.data.cli_pretokenize_text", "JSONL / TXT / Parquet -> ArrayRecord text shards")
 register(("demo",), "liquid_jax.demo.cli_demo", "a mini-Liquid on the synthetic shapes world, end to end")
 register(("pretokenize", "images"), "liquid_jax.data.cli_pretokenize_images", "images + captions -> ArrayRecord VQGAN-code shards")
+register(("eval", "generate"), "liquid_jax.eval.cli_generate", "images for a benchmark's prompts, in its scorer's layout")
+register(("eval", "fid"), "liquid_jax.eval.cli_fid", "FID (clean-fid, clean mode) of generated images; per category")
+register(("eval", "text"), "liquid_jax.eval.cli_text", "text benchmarks through lm-evaluation-harness")
+register(("eval", "vqa"), "liquid_jax.eval.cli_vqa", "LLaVA-format VQA questions -> LLaVA-format answer file")
 
 
 def _usage() -> str:

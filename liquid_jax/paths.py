@@ -35,3 +35,19 @@ def local(path: str | os.PathLike, what: str) -> str:
     if is_url(path):
         raise UserError(f"{what} {os.fspath(path)} must be a local directory; copy it to this machine first")
     return os.fspath(resolve(path))
+
+
+TEMPORARY_MARK = ".tmp-"  # in the names write_atomic writes before renaming
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Writes ``data`` to ``path`` through a temporary sibling and a rename, so that an
+    interrupted write (even ``kill -9``) never leaves a half-written file at ``path``."""
+    target = resolve(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}{TEMPORARY_MARK}{os.getpid()}"
+    if isinstance(data, str):
+        tmp.write_text(data, encoding="utf-8")
+    else:
+        tmp.write_bytes(data)
+    tmp.rename(target)

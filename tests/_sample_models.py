@@ -140,10 +140,12 @@ def tiny_vqgan(n_embed: int = IMAGE_CODES, seed: int = 0):
     return nnx.merge(graphdef, state)
 
 
-def tiny_checkpoints(directory) -> tuple[str, str]:
+def tiny_checkpoints(directory, image_code_std: float | None = None) -> tuple[str, str]:
     """(Liquid checkpoint, VQGAN checkpoint) directories under ``directory``: a tiny Gemma
     with a Gemma-like SentencePiece tokenizer (chat markers included) extended by
-    IMAGE_CODES codes, and ``tiny_vqgan``."""
+    IMAGE_CODES codes, and ``tiny_vqgan``. The new code rows are the text rows' mean, as a
+    conversion makes them (every code equally likely); ``image_code_std`` draws them at
+    random instead, so that each prompt has one most likely image."""
     import os
 
     import sentencepiece
@@ -165,6 +167,15 @@ def tiny_checkpoints(directory) -> tuple[str, str]:
         )
     checkpoint = os.path.join(directory, "liquid")
     convert_hf_to_liquid(hf_dir, checkpoint, extend_image_codes=IMAGE_CODES, progress=False)
+    if image_code_std is not None:
+        from liquid_jax import lm_checkpoint
+
+        config, image, params = lm_checkpoint.load_model(checkpoint)
+        table = np.array(params["embed"]["embedding"])
+        table[TEXT_VOCAB : TEXT_VOCAB + IMAGE_CODES] = rng.normal(0.0, image_code_std, (IMAGE_CODES, table.shape[1]))
+        params["embed"]["embedding"] = table
+        lm_checkpoint.save_model(checkpoint, config, image, params, tokenizer=hf_dir, source="tiny test model",
+                                 overwrite=True)
     vqgan = os.path.join(directory, "vqgan")
     save_vqgan(vqgan, tiny_vqgan())
     return checkpoint, vqgan

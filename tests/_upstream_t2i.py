@@ -18,11 +18,12 @@ def upstream_t2i(hf_model, rows, steps, text_vocab, cfg, temperature, top_k, top
     top-p, one sample per pair appended to both rows. Positions count from each row's
     first real token."""
     width = max(map(len, rows))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    device = hf_model.device
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=hf_model.config)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     warpers = [TopKLogitsWarper(top_k), TopPLogitsWarper(top_p)]
     chosen = []
     out = hf_model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
@@ -43,4 +44,4 @@ def upstream_t2i(hf_model, rows, steps, text_vocab, cfg, temperature, top_k, top
         position_ids = position_ids[:, -1:] + 1
         out = hf_model(input_ids=next_ids, attention_mask=mask, position_ids=position_ids,
                        past_key_values=cache, use_cache=True)
-    return torch.stack(chosen, 1).numpy() - text_vocab
+    return torch.stack(chosen, 1).cpu().numpy() - text_vocab

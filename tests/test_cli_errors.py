@@ -137,4 +137,5 @@ def test_sigterm_before_the_first_step_stops_training_at_once(tmp_path):
     assert time.perf_counter() - sent < 30
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "SIGTERM before the first step finished" in err.strip().splitlines()[-1]
-    assert not [d for d in os.listdir(workdir / "checkpoints") if d.isdigit()]
+    checkpoints = workdir / "checkpoints"  # may not exist yet when the signal came early
+    assert not checkpoints.exists() or not [d for d in os.listdir(checkpoints) if d.isdigit()]

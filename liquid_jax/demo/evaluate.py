@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import json
-import time
+import os
+import tempfile
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 import liquid_jax
 from liquid_jax.api import LiquidLM
@@ -26,9 +28,8 @@ from liquid_jax.data import shapes
 from liquid_jax.demo import base_lm_stage, liquid_stage, vqgan_stage
 from liquid_jax.demo import heldout
 from liquid_jax.demo.stages import Context
+from liquid_jax.eval import benchmarks, generate
 from liquid_jax.eval import shapes as shapes_eval
-from liquid_jax.sample.filters import SamplingParams
-from liquid_jax.sample.images import generate_images
 from liquid_jax.sample.text import caption_images
 
 STAGE = "evaluate"
@@ -60,20 +61,20 @@ def text_perplexity(lm: LiquidLM, texts: Sequence[str], batch_size: int = 32) ->
     return float(np.exp(total / count))
 
 
-def sampling_params(sample: Any) -> SamplingParams:
-    return SamplingParams(temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p)
-
-
 def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, grid: tuple[int, int],
          seed: int) -> tuple[np.ndarray, float]:
-    """(uint8 images, one per prompt; sampled image tokens per second)."""
-    start = time.perf_counter()
-    result = generate_images(
-        lm.model, lm.tokenizer, list(prompts), codec, cfg=sample.cfg, sampling=sampling_params(sample),
-        num_images=1, seed=seed, grid=grid, size_prefix=lm.image.size_prefix, progress="text-to-image",
-    )
-    seconds = time.perf_counter() - start
-    return result.images, result.codes.size / seconds
+    """(uint8 images, one per prompt; sampled image tokens per second), drawn the way
+    ``liquid-jax eval generate`` draws a benchmark and read back from its PNG files."""
+    benchmark = benchmarks.get("prompts")
+    items = [benchmarks.Prompt(f"{i:05d}", p) for i, p in enumerate(prompts)]
+    with tempfile.TemporaryDirectory() as out:
+        summary = generate.generate(
+            lm, codec, benchmark, items, out, num_images=1, batch_size=len(items), seed=seed, cfg=sample.cfg,
+            temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p, grid=grid,
+        )
+        images = np.stack([np.asarray(Image.open(os.path.join(out, name)).convert("RGB"))
+                           for item in items for name in benchmark.files(item, 1)])
+    return images, len(items) * grid[0] * grid[1] / summary["seconds"]
 
 
 def describe_images(lm: LiquidLM, codec: ImageCodec, images: np.ndarray, max_new_tokens: int) -> list[str]:

@@ -1,1 +1,7 @@
-"""liquid_jax.eval: the shapes-world checker and its accuracies, evaluation reports."""
+"""liquid_jax.eval: the paper's evaluations and the built-in world's.
+
+``benchmarks`` (prompt files and output layouts) and ``generate`` (sharded, resumable
+image generation) behind ``eval generate``; ``fid`` (clean-fid, CLIP score); ``lm_eval_adapter``
+(lm-evaluation-harness); ``vqa`` (LLaVA question and answer files); ``shapes`` (the shapes
+world's checker) and ``report`` (evaluation reports).
+"""

@@ -11,6 +11,7 @@ from typing import Any
 from absl import app, flags
 
 from liquid_jax import paths
+from liquid_jax.sample.speculative import COUPLINGS
 
 FLAGS = flags.FLAGS
 
@@ -35,23 +36,28 @@ def sampling_flags() -> dict[str, Any]:
     return dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed)
 
 
-def _mesh():
-    if not FLAGS.mesh:
-        return None
+def _mesh(local: bool):
+    import jax
+
     from liquid_jax.sharding import make_mesh
 
+    devices = jax.local_devices() if local else jax.devices()
+    if not FLAGS.mesh:
+        return make_mesh(devices=devices) if local and len(devices) > 1 else None
     try:
         shape = [int(s) for s in FLAGS.mesh]
     except ValueError:
         raise app.UsageError(f"--mesh must be integers data,fsdp,tensor; got {FLAGS.mesh}") from None
-    return make_mesh(shape)
+    return make_mesh(shape, devices=devices)
 
 
-def load_model():
-    """The LiquidLM of --checkpoint (sharded when --mesh is given)."""
+def load_model(local: bool = False):
+    """The LiquidLM of --checkpoint (sharded when --mesh is given). ``local``: over this
+    process's devices only (data-parallel over all of them without --mesh), for work that
+    each host does on its own."""
     import liquid_jax
 
-    return liquid_jax.load(FLAGS.checkpoint, dtype=FLAGS.dtype, mesh=_mesh(), step=FLAGS.step)
+    return liquid_jax.load(FLAGS.checkpoint, dtype=FLAGS.dtype, mesh=_mesh(local), step=FLAGS.step)
 
 
 def load_codec(required: bool):
@@ -83,3 +89,38 @@ def read_prompts() -> list[str]:
     if not prompts:
         raise app.UsageError("give at least one --prompt or a --prompts_file")
     return prompts
+
+
+def define_image_flags() -> None:
+    """--cfg, --grid / --size and speculative decoding, as ``sample t2i`` takes them."""
+    flags.DEFINE_float("cfg", 7.0, "Classifier-free guidance scale (0: no guidance).")
+    flags.DEFINE_string("grid", None, "Code grid HxW (default: the model's trained grid; 32x32 = 512 px "
+                        "with Chameleon's VQGAN).")
+    flags.DEFINE_string("size", None, "Image size HEIGHTxWIDTH in pixels instead of --grid (e.g. 384x640; "
+                        "whole codes of the VQGAN).")
+    flags.DEFINE_integer("speculative_window", 0, "Speculative Jacobi decoding with windows of this many "
+                         "tokens (0: token by token; same distribution, fewer forward passes; see README).")
+    flags.DEFINE_enum("coupling", "gumbel", list(COUPLINGS),
+                      "How speculative redrafts are coupled to the previous drafts.")
+
+
+def parse_grid(text: str, flag: str = "--grid") -> tuple[int, int]:
+    """"HxW" -> (h, w)."""
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise app.UsageError(f"{flag} must look like 32x32, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise app.UsageError(f"{flag} must be positive, got {text!r}")
+    return h, w
+
+
+def image_settings(codec) -> dict[str, Any]:
+    """``generate_images`` keyword arguments from the image and sampling flags."""
+    if FLAGS.grid and FLAGS.size:
+        raise app.UsageError("give --grid or --size, not both")
+    grid = parse_grid(FLAGS.grid) if FLAGS.grid else None
+    if FLAGS.size:
+        grid = codec.grid_for(*parse_grid(FLAGS.size, "--size"))
+    return dict(cfg=FLAGS.cfg or None, grid=grid, speculative_window=FLAGS.speculative_window,
+                coupling=FLAGS.coupling, **sampling_flags())

@@ -18,41 +18,20 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from liquid_jax import checkpoint, paths
 from liquid_jax.errors import UserError
 from liquid_jax.sample import cli_sample
-from liquid_jax.sample.speculative import COUPLINGS
 
 cli_sample.define_flags(temperature=0.99, top_k=4096, top_p=0.96)
 cli_sample.define_prompt_flags()
-_CFG = flags.DEFINE_float("cfg", 7.0, "Classifier-free guidance scale (0: no guidance).")
+cli_sample.define_image_flags()
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 4, "Images per prompt.")
-_GRID = flags.DEFINE_string("grid", None, "Code grid HxW (default: the model's trained grid; 32x32 = 512 px "
-                            "with Chameleon's VQGAN).")
-_SIZE = flags.DEFINE_string("size", None, "Image size HEIGHTxWIDTH in pixels instead of --grid (e.g. 384x640; "
-                            "whole codes of the VQGAN).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (new, or an earlier output with --overwrite).",
                            required=True)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an --out folder written by an earlier sample t2i.")
-_WINDOW = flags.DEFINE_integer(
-    "speculative_window", 0, "Speculative Jacobi decoding with windows of this many tokens (0: token by token; "
-    "same distribution, fewer forward passes; see README).")
-_COUPLING = flags.DEFINE_enum("coupling", "gumbel", list(COUPLINGS),
-                              "How speculative redrafts are coupled to the previous drafts.")
 SETTINGS_FILE = "sample.json"
-
-
-def parse_grid(text: str, flag: str = "--grid") -> tuple[int, int]:
-    """"HxW" -> (h, w)."""
-    try:
-        h, w = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise app.UsageError(f"{flag} must look like 32x32, got {text!r}") from None
-    if h < 1 or w < 1:
-        raise app.UsageError(f"{flag} must be positive, got {text!r}")
-    return h, w
 
 
 def check_output(out: str, overwrite: bool) -> None:
@@ -75,16 +54,11 @@ def main(argv: list[str]) -> None:
     from liquid_jax.eval.report import save_image_grid
 
     prompts = cli_sample.read_prompts()
-    if _GRID.value and _SIZE.value:
-        raise app.UsageError("give --grid or --size, not both")
-    grid = parse_grid(_GRID.value) if _GRID.value else None
     check_output(_OUT.value, _OVERWRITE.value)
     codec = cli_sample.load_codec(required=True)
-    if _SIZE.value:
-        grid = codec.grid_for(*parse_grid(_SIZE.value, "--size"))
+    settings = cli_sample.image_settings(codec)
     lm = cli_sample.load_model()
-    settings = dict(cfg=_CFG.value or None, num_images=_NUM_IMAGES.value, grid=grid,
-                    speculative_window=_WINDOW.value, coupling=_COUPLING.value, **cli_sample.sampling_flags())
+    settings.update(num_images=_NUM_IMAGES.value)
     result = lm.generate_images(prompts, codec, **settings)
     with checkpoint.atomic_directory(_OUT.value, overwrite=True) as tmp:
         captions = []

@@ -10,16 +10,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from liquid_jax.train import config as config_lib
+from liquid_jax.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and TensorBoard events.")
-_DISTRIBUTED = flags.DEFINE_enum(
-    "distributed", "auto", ["auto", "on", "off"],
-    "jax.distributed.initialize(): auto = when SLURM or a TPU pod is detected.",
-)
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
+distributed.define_flags()
 
 
 parse_flags = config_lib.parse_flags  # used by liquid_jax.cli
@@ -29,9 +24,9 @@ def main(argv: list[str]) -> None:
     del argv
     if _CONFIG.value is None or not _WORKDIR.value:
         raise app.UsageError("--config and --workdir are required")
-    from liquid_jax.train import distributed, trainer
+    from liquid_jax.train import trainer
 
-    distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.initialize_from_flags()
     result = trainer.train(_CONFIG.value, _WORKDIR.value)
     state = "preempted at" if result.preempted else "finished at"
     print(f"training {state} step {result.step}; last metrics: {result.last_metrics}")
