@@ -98,12 +98,8 @@ def logical_to_spec(
     return PartitionSpec(*out)
 
 
-def make_mesh(
-    shape: dict[str, int] | Sequence[int] = (-1, 1, 1),
-    devices: Sequence[jax.Device] | None = None,
-) -> Mesh:
-    """A (data, fsdp, tensor) mesh over all devices; one entry may be -1 ("the rest")."""
-    devices = list(devices if devices is not None else jax.devices())
+def mesh_shape(shape: dict[str, int] | Sequence[int], count: int) -> list[int]:
+    """A (data, fsdp, tensor) shape over ``count`` devices; one entry may be -1 ("the rest")."""
     if isinstance(shape, dict):
         unknown = set(shape) - set(MESH_AXES)
         if unknown:
@@ -116,13 +112,23 @@ def make_mesh(
         raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
     known = int(np.prod([s for s in shape if s != -1]))
     if -1 in shape:
-        if len(devices) % known:
-            raise ValueError(f"mesh shape {shape} does not divide {len(devices)} devices")
-        shape[shape.index(-1)] = len(devices) // known
-    if int(np.prod(shape)) != len(devices):
-        raise ValueError(f"mesh shape {shape} needs {int(np.prod(shape))} devices, have {len(devices)}")
+        if count % known:
+            raise ValueError(f"mesh shape {shape} does not divide {count} devices")
+        shape[shape.index(-1)] = count // known
+    if int(np.prod(shape)) != count:
+        raise ValueError(f"mesh shape {shape} needs {int(np.prod(shape))} devices, have {count}")
+    return shape
+
+
+def make_mesh(
+    shape: dict[str, int] | Sequence[int] = (-1, 1, 1),
+    devices: Sequence[jax.Device] | None = None,
+) -> Mesh:
+    """A (data, fsdp, tensor) mesh over all devices; one entry may be -1 ("the rest")."""
+    devices = list(devices if devices is not None else jax.devices())
     return jax.make_mesh(
-        tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+        tuple(mesh_shape(shape, len(devices))), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+        devices=devices,
     )
 
 

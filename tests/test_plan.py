@@ -1,12 +1,14 @@
 """`liquid-jax plan`: ahead-of-time compilation of the train step for TPU topologies."""
 
+import dataclasses
+
 import pytest
 
 import _train_support as support
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.model.transformer import param_count
 from liquid_jax.train import config as config_lib
-from liquid_jax.train import plan
+from liquid_jax.train import chips, flops, plan
 
 pytest.importorskip("libtpu", reason="TPU ahead-of-time compilation needs jax[tpu] (libtpu)")
 
@@ -88,3 +90,62 @@ def test_batch_that_does_not_split_over_devices_is_an_error():
     config.data.batch_size = 8
     with pytest.raises(ValueError, match="data.batch_size 8 must be a multiple of the 16"):
         plan.plan(config, "v5e:4x4")
+
+
+def test_json_report_has_the_documented_keys(tmp_path):
+    config = tiny()
+    config.data.seq_len = 128  # one splash block: the kernel runs
+    report = plan.plan(config, "v5e:4x4")
+    document = dataclasses.asdict(report)
+    for key in ("attention", "remat", "fits", "total_bytes", "hbm_bytes", "step_time_lower_bound_s",
+                "compiled_flops", "compiled_bytes_accessed", "model_flops_per_device", "mfu_ceiling"):
+        assert document[key] is not None, key
+    assert report.attention == "splash"  # "auto" on a TPU slice, rows of whole blocks
+    chip = chips.CHIPS["v5e"]
+    compute = report.step_flops_per_device / chip.bf16_flops
+    assert report.step_time_lower_bound_s >= compute
+    assert report.mfu_ceiling == pytest.approx(
+        report.model_flops_per_device / chip.bf16_flops / report.step_time_lower_bound_s)
+
+
+def test_sweep_plans_each_attention_and_remat_and_marks_the_fastest_that_fits():
+    config = tiny()
+    config.data.seq_len = 128
+    result = plan.sweep(config, "v5e:4x4", remats=("full", "minimal"), progress=False)
+    assert [(r.attention, r.remat) for r in result.rows] == [
+        ("xla", "full"), ("xla", "minimal"), ("splash", "full"), ("splash", "minimal")]
+    fitting = [r for r in result.rows if r.fits]
+    assert result.best is min(fitting, key=lambda r: r.step_time_lower_bound_s)
+    assert result.to_json()["best"] == dataclasses.asdict(result.best)
+    assert "<- best" in result.table()
+
+
+def test_gpu_targets_without_a_gpu_compiler_are_estimated_and_say_so():
+    config = tiny()
+    config.data.seq_len = 128
+    report = plan.plan(config, "8xH100")
+    assert report.estimate and "ANALYTIC ESTIMATE" in report.summary()
+    assert report.attention == "flash_gpu" and report.devices == 8
+    model = TransformerConfig.from_dict(config.model.to_dict())
+    params_and_adam = 3 * 4 * param_count(model, include_padding=True)  # data parallel: replicated
+    assert report.argument_bytes >= params_and_adam
+    assert report.step_time_lower_bound_s > 0
+
+
+def test_step_flops_count_what_each_policy_recomputes():
+    model = TransformerConfig(family="llama", vocab_size=1000, d_model=64, num_layers=2, num_heads=4,
+                              num_kv_heads=2, head_dim=16, mlp_dim=128)
+    seq = 256
+    # forward matmul FLOPs per token, by hand
+    projections = 2 * 2 * 64 * 16 * (2 * 4 + 2 * 2)
+    attention = 2 * 2 * seq * 4 * 16
+    mlp = 2 * 2 * 3 * 64 * 128
+    head = 2 * 64 * 1000
+    forward = projections + attention + mlp + head
+    assert flops.training_flops_per_token(model, seq) == 3 * forward
+    assert flops.step_flops_per_token(model, seq, "none", kernel=False) == 3 * forward
+    assert flops.step_flops_per_token(model, seq, "full", kernel=False) == 3 * forward + projections + attention + mlp
+    assert flops.step_flops_per_token(model, seq, "minimal", kernel=False) == 3 * forward + attention / 2
+    # a kernel's backward recomputes the scores itself; "minimal" keeps its output
+    assert flops.step_flops_per_token(model, seq, "minimal", kernel=True) == 3 * forward + attention / 2
+    assert flops.step_flops_per_token(model, seq, "dots", kernel=True) == 3 * forward + 1.5 * attention

@@ -10,6 +10,7 @@ import ml_collections
 
 Family = Literal["gemma", "gemma2", "llama", "qwen2"]
 FAMILIES: tuple[str, ...] = ("gemma", "gemma2", "llama", "qwen2")
+ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "xla", "splash", "flash_gpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +67,21 @@ class TransformerConfig:
     # Numerics and compilation (do not change the checkpoint layout).
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
-    remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+    # Which activations the backward pass keeps (see model/remat.py).
+    remat: Literal["none", "full", "dots", "dots_no_batch", "save_qkv_proj", "minimal", "minimal_offloaded"] = "none"
     scan_layers: bool = False
+    # Self-attention without a KV cache (training, scoring): "auto" is the platform's
+    # kernel (splash on TPU, flash_gpu on GPU) where the rows fit its blocks, else xla.
+    # Decoding with a KV cache always uses xla. See model/attention.py.
+    attention: Literal["auto", "xla", "splash", "flash_gpu"] = "auto"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"unknown family {self.family!r}; expected one of {FAMILIES}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"unknown model.attention {self.attention!r}; expected one of {ATTENTION_IMPLEMENTATIONS}"
+            )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"

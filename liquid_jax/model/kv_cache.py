@@ -32,7 +32,8 @@ class KVCache:
     scalar (every row) or [B] (each row its own, as speculative decoding advances rows by
     different amounts); a call with T tokens writes slots [index, index + T) of each row.
     Writes past ``max_len`` are clamped by ``dynamic_update_slice``, so callers size the
-    cache for the whole generation.
+    cache for the whole generation. empty (static): nothing written yet, so the first
+    call (the prefill) attends only over its own tokens and may use an attention kernel.
     """
 
     k: tuple[jax.Array, ...]
@@ -40,6 +41,7 @@ class KVCache:
     segment_ids: jax.Array
     positions: jax.Array
     index: jax.Array
+    empty: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
     def init(cls, config: TransformerConfig, batch: int, max_len: int, dtype: Any = None) -> "KVCache":
@@ -56,6 +58,7 @@ class KVCache:
             segment_ids=jnp.zeros((batch, max_len), jnp.int32),
             positions=jnp.zeros((batch, max_len), jnp.int32),
             index=jnp.zeros((), jnp.int32),
+            empty=True,
         )
 
     @property
@@ -68,6 +71,7 @@ class KVCache:
             self,
             segment_ids=_write_slots(self.segment_ids, segment_ids.astype(jnp.int32), self.index, 1),
             positions=_write_slots(self.positions, positions.astype(jnp.int32), self.index, 1),
+            empty=False,
         )
 
 

@@ -13,8 +13,10 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
-from liquid_jax.model.attention import dot_product_attention
+from liquid_jax.model import remat
+from liquid_jax.model.attention import LayerMask, attend
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.model.kv_cache import write_layer
 from liquid_jax.model.rope import apply_rope
@@ -122,26 +124,28 @@ class Attention(nnx.Module):
         self.softcap = config.attn_logit_softcap
 
     def __call__(
-        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: LayerMask,
         kv: KV | None = None, index: jax.Array | None = None,
     ) -> tuple[jax.Array, KV | None]:
-        """x [B, T, D]; mask [B, T, S]; kv: this layer's cached (k, v) [B, K, S, Dh] or None;
-        new keys/values are written at slot ``index``.
+        """x [B, T, D]; mask: this layer's ``LayerMask`` (with a cache, dense [B, T, S]);
+        kv: this layer's cached (k, v) [B, K, S, Dh] or None; new keys/values are written
+        at slot ``index``.
 
         Returns the output [B, T, D] and the updated (k, v) (None without a cache).
         """
         q_axes = ("batch", "activation_length", "activation_heads", None)
         kv_axes = ("batch", "activation_length", self.kv_activation_axis, None)
-        q = constrain(self.q_proj(x), q_axes)
-        k = constrain(self.k_proj(x), kv_axes)
-        v = constrain(self.v_proj(x), kv_axes)
+        q = checkpoint_name(constrain(self.q_proj(x), q_axes), remat.QUERY)
+        k = checkpoint_name(constrain(self.k_proj(x), kv_axes), remat.KEY)
+        v = checkpoint_name(constrain(self.v_proj(x), kv_axes), remat.VALUE)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is not None:
             kv = write_layer(*kv, k, v, index)
-            # Attention takes [B, S, K, Dh]; XLA folds this swap into its dot.
-            k, v = jnp.swapaxes(kv[0], 1, 2), jnp.swapaxes(kv[1], 1, 2)
-        out = dot_product_attention(q, k, v, mask, self.scale, self.softcap)
-        return self.o_proj(out), kv
+            if mask.implementation == "xla":  # a kernel's prefill attends over its own k, v
+                # Attention takes [B, S, K, Dh]; XLA folds this swap into its dot.
+                k, v = jnp.swapaxes(kv[0], 1, 2), jnp.swapaxes(kv[1], 1, 2)
+        out = checkpoint_name(attend(q, k, v, mask, self.scale, self.softcap), remat.CONTEXT)
+        return checkpoint_name(self.o_proj(out), remat.OUT_PROJ), kv
 
 
 class MLP(nnx.Module):
@@ -155,11 +159,11 @@ class MLP(nnx.Module):
         self.activation = config.activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        gate = self.gate_proj(x)
+        gate = checkpoint_name(self.gate_proj(x), remat.MLP_GATE)
         gate = jax.nn.gelu(gate, approximate=True) if self.activation == "gelu_tanh" else jax.nn.silu(gate)
-        hidden = gate * self.up_proj(x)
+        hidden = gate * checkpoint_name(self.up_proj(x), remat.MLP_UP)
         hidden = constrain(hidden, ("batch", "activation_length", "activation_mlp"))
-        return self.down_proj(hidden)
+        return checkpoint_name(self.down_proj(hidden), remat.MLP_OUT)
 
 
 class Block(nnx.Module):
@@ -178,7 +182,7 @@ class Block(nnx.Module):
             self.post_attn_norm = self.post_ffw_norm = None
 
     def __call__(
-        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: LayerMask,
         kv: KV | None = None, index: jax.Array | None = None,
     ) -> tuple[jax.Array, KV | None]:
         """One layer on x [B, T, D]; arguments as for ``Attention``."""

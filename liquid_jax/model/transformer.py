@@ -14,18 +14,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from liquid_jax.model.attention import MASKED_LOGIT, attention_mask
+from liquid_jax.model.attention import MASKED_LOGIT, LayerMask, attention_mask, resolve_implementation
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.model.kv_cache import KVCache
+from liquid_jax.model import remat
 from liquid_jax.model.layers import Block, RMSNorm, stacked_param
 from liquid_jax.model.rope import inverse_frequencies, rope_angles
 from liquid_jax.sharding import constrain, state_shardings
 
-REMAT_POLICIES = {
-    "full": None,  # save nothing: recompute the whole layer
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
+def _prefill_implementation(requested: str, length: int) -> str:
+    """A kernel for a prefill where it fits (prompt widths vary: others run xla)."""
+    try:
+        return resolve_implementation(requested, length)
+    except ValueError:
+        return "xla"
 
 
 class Embedder(nnx.Module):
@@ -109,30 +111,49 @@ class Transformer(nnx.Module):
         x = constrain(x, ("batch", "activation_length", "activation_embed"))
         cos, sin = rope_angles(positions, inverse_frequencies(cfg), dtype)
 
-        if cache is None:
-            key_segments, key_positions = segment_ids, positions
-        else:
-            cache = cache.write_metadata(segment_ids, positions)
-            key_segments, key_positions = cache.segment_ids, cache.positions
-        global_mask = attention_mask(segment_ids, positions, key_segments, key_positions)
         local_flags = cfg.local_layer_flags()
-        local_mask = None
-        if any(local_flags):
-            local_mask = attention_mask(
-                segment_ids, positions, key_segments, key_positions, cfg.sliding_window
-            )
+        # A kernel masks by segment ids and index; the dense masks (xla, a KV cache with
+        # earlier entries) by positions. A prefill into an empty cache attends only over
+        # its own tokens, so it may use a kernel too.
+        if cache is None:
+            implementation = resolve_implementation(cfg.attention, length)
+        else:
+            implementation = _prefill_implementation(cfg.attention, length) if cache.empty else "xla"
+        if implementation == "xla":
+            if cache is None:
+                key_segments, key_positions = segment_ids, positions
+            else:
+                cache = cache.write_metadata(segment_ids, positions)
+                key_segments, key_positions = cache.segment_ids, cache.positions
+            global_mask = attention_mask(segment_ids, positions, key_segments, key_positions)
+            local_mask = None
+            if any(local_flags):
+                local_mask = attention_mask(
+                    segment_ids, positions, key_segments, key_positions, cfg.sliding_window
+                )
+
+            def layer_mask(is_local) -> LayerMask:
+                dense = global_mask if local_mask is None else jnp.where(is_local, local_mask, global_mask)
+                return LayerMask("xla", dense=dense)
+        else:
+            if cache is not None:
+                cache = cache.write_metadata(segment_ids, positions)
+            window = cfg.sliding_window if any(local_flags) else None
+
+            def layer_mask(is_local) -> LayerMask:
+                return LayerMask(implementation, segment_ids=segment_ids, window=window, is_local=is_local)
+
         index = None if cache is None else cache.index
         graphdef, layer_state = nnx.split(self.layers)
 
         def layer(x, per_layer):
             state, is_local, kv = per_layer
-            mask = global_mask if local_mask is None else jnp.where(is_local, local_mask, global_mask)
-            return nnx.merge(graphdef, state)(x, cos, sin, mask, kv, index)
+            return nnx.merge(graphdef, state)(x, cos, sin, layer_mask(is_local), kv, index)
 
         if cfg.remat != "none":
             # CSE prevention is only needed outside scan (jax.checkpoint docs).
             layer = jax.checkpoint(
-                layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers
+                layer, policy=remat.POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers
             )
         if cache is None and cfg.scan_layers:
             x, _ = jax.lax.scan(layer, x, (layer_state, jnp.asarray(local_flags), None))

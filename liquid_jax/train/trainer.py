@@ -164,7 +164,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: Any, pr
         data = make_data(config, model, mesh, tokenizer)
     init_model.keep_tokenizer(tokenizer, workdir)
     image = init_model.run_image_format(config, data, init_image)
-    card = make_card(model.replace(dtype=model.param_dtype, remat="none", scan_layers=False), image,
+    card = make_card(model.replace(dtype=model.param_dtype, remat="none", scan_layers=False,
+                                   attention="auto"), image,
                      source=f"training run {workdir.name}")
     checkpointer = checkpointing.TrainCheckpointer(
         workdir, save_every=config.checkpoint.every, keep=config.checkpoint.keep,
