@@ -23,7 +23,8 @@ def define_flags(*, temperature: float, top_k: int, top_p: float) -> None:
     flags.DEFINE_integer("step", None, "With a training workdir: its checkpoint step (default: newest intact).")
     flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "Parameter and compute dtype.")
     flags.DEFINE_list("mesh", None, "Mesh shape data,fsdp,tensor (one entry may be -1), e.g. "
-                      "-1,1,4 on a TPU slice; default: one device.")
+                      "-1,1,4 on a TPU slice; default: one device (eval commands: data-parallel over "
+                      "this host's devices).")
     flags.DEFINE_integer("seed", 0, "Random seed of the sampler.")
     flags.DEFINE_float("temperature", temperature, "Softmax temperature (0: greedy).")
     flags.DEFINE_integer("top_k", top_k, "Keep the k most likely tokens (0: all).")
