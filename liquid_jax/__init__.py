@@ -2,6 +2,21 @@
 
 ``liquid_jax.load(path)`` returns a ``LiquidLM``; ``liquid_jax.load_vqgan(path)`` an
 image codec. Both are imported on first use, so ``import liquid_jax`` stays light.
+
+Layers, lowest first; a module imports only from its own layer or lower ones, inside
+functions too (``tests/test_layering.py``):
+
+  0  errors, paths, host_memory          what every layer may raise and how paths are read
+  1  sharding, checkpoint                the mesh and logical axes; on-disk directories and cards
+  2  model                               the decoder, the VQGAN, configs, attention, remat
+  3  tokenizer                           text tokenizers, the multimodal vocabulary, pixels
+  4  lm_checkpoint, convert, codec       our checkpoints, conversions, the image codec
+  5  data                                pre-tokenization, sequences, the input pipeline
+  6  train, sample                       training and its plan; generation
+  7  api                                 ``load``: a LiquidLM from any checkpoint
+  8  eval                                benchmarks, metrics, reports
+  9  demo                                the built-in default
+  10 cli                                 ``liquid_jax.cli`` and every ``cli_*`` module
 """
 
 from __future__ import annotations
@@ -18,6 +33,31 @@ _LAZY = {
 }
 
 __all__ = ["LiquidLM", "load", "load_vqgan", "__version__"]
+
+LAYERS = (
+    ("errors", "paths", "host_memory"),
+    ("sharding", "checkpoint"),
+    ("model",),
+    ("tokenizer",),
+    ("lm_checkpoint", "convert", "codec"),
+    ("data",),
+    ("train", "sample"),
+    ("api",),
+    ("eval",),
+    ("demo",),
+    ("cli",),
+)
+_LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def layer_of(module: str) -> int:
+    """The layer of a ``liquid_jax.*`` module (``cli_*`` modules are command-line entry points)."""
+    parts = module.split(".")
+    if parts[-1] == "cli" or parts[-1].startswith("cli_"):
+        return _LAYER["cli"]
+    if len(parts) < 2 or parts[1] not in _LAYER:
+        raise KeyError(f"{module} is in no layer of liquid_jax.LAYERS")
+    return _LAYER[parts[1]]
 
 
 def __getattr__(name: str) -> Any:
