@@ -33,8 +33,9 @@ _OUT = flags.DEFINE_string("out", None, "Output folder (new, or an earlier run o
 _NUM_IMAGES = flags.DEFINE_integer("num_images", None, "Images per prompt (default: what the benchmark's "
                                    "scorer expects; fixed for mjhq30k, genai-bench and dpg).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Prompts drawn together (times num_images, times 2 rows "
-                                   "with guidance).")
-_LIMIT = flags.DEFINE_integer("limit", None, "Only the first N prompts (a quick look before the full run).")
+                                   "with guidance).", lower_bound=1)
+_LIMIT = flags.DEFINE_integer("limit", None, "Only the first N prompts (a quick look before the full run).",
+                              lower_bound=1)
 distributed.define_flags()
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> None:
     benchmark = benchmarks.get(_BENCHMARK.value)
     prompts = benchmark.read(_PROMPTS.value)
     if _LIMIT.value is not None:
-        prompts = prompts[: max(_LIMIT.value, 0)]
+        prompts = prompts[: _LIMIT.value]
     num_images = benchmark.check_num_images(_NUM_IMAGES.value)
     distributed.initialize_from_flags()
     codec = cli_sample.load_codec(required=True)
