@@ -7,16 +7,19 @@ Layers, lowest first; a module imports only from its own layer or lower ones, in
 functions too (``tests/test_layering.py``):
 
   0  errors, paths, host_memory          what every layer may raise and how paths are read
-  1  sharding, checkpoint                the mesh and logical axes; on-disk directories and cards
+  1  sharding                            the mesh and logical axes
   2  model                               the decoder, the VQGAN, configs, attention, remat
   3  tokenizer                           text tokenizers, the multimodal vocabulary, pixels
-  4  lm_checkpoint, convert, codec       our checkpoints, conversions, the image codec
-  5  data                                pre-tokenization, sequences, the input pipeline
-  6  train, sample                       training and its plan; generation
-  7  api                                 ``load``: a LiquidLM from any checkpoint
-  8  eval                                benchmarks, metrics, reports
-  9  demo                                the built-in default
-  10 cli                                 ``liquid_jax.cli`` and every ``cli_*`` module
+  4  checkpoint                          every on-disk format of ours: cards, model, VQGAN and
+                                         training-state checkpoints (it reads model configs,
+                                         so it sits above model and tokenizer)
+  5  convert, codec                      other formats <-> ours; images <-> codes
+  6  data                                pre-tokenization, sequences, the input pipeline
+  7  train, sample                       training and its plan; generation
+  8  api                                 ``load`` and ``load_vqgan``: a model from any checkpoint
+  9  eval                                benchmarks, metrics, reports
+  10 demo                                the built-in default
+  11 cli                                 ``liquid_jax.cli`` and every ``cli_*`` module
 """
 
 from __future__ import annotations
@@ -29,17 +32,18 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "liquid_jax.api",
     "LiquidLM": "liquid_jax.api",
-    "load_vqgan": "liquid_jax.codec",
+    "load_vqgan": "liquid_jax.api",
 }
 
 __all__ = ["LiquidLM", "load", "load_vqgan", "__version__"]
 
 LAYERS = (
     ("errors", "paths", "host_memory"),
-    ("sharding", "checkpoint"),
+    ("sharding",),
     ("model",),
     ("tokenizer",),
-    ("lm_checkpoint", "convert", "codec"),
+    ("checkpoint",),
+    ("convert", "codec"),
     ("data",),
     ("train", "sample"),
     ("api",),

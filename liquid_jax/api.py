@@ -1,5 +1,13 @@
 """``liquid_jax.load``: a Liquid language model from a checkpoint, a training run or a
-Hugging Face directory."""
+Hugging Face directory; ``liquid_jax.load_vqgan``: an image codec from a VQGAN checkpoint.
+
+``load_vqgan(path)`` accepts
+- a liquid_jax VQGAN checkpoint directory (``liquid_jax.json`` with kind "vqgan"),
+- a ``liquid-jax train-vqgan`` workdir (its final model, ``<workdir>/vqgan``),
+- Chameleon's / taming's ``vqgan.ckpt`` (or a ``.safetensors`` with the same keys) with
+  its ``vqgan.yaml`` (next to it, or passed as ``yaml_path``), or a directory holding both,
+- a Hugging Face ChameleonVQVAE directory (encoder only: ``decode`` raises).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +20,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from liquid_jax import lm_checkpoint
+from liquid_jax import paths
+from liquid_jax.checkpoint import model as model_checkpoint
+from liquid_jax.checkpoint.card import is_checkpoint
+from liquid_jax.checkpoint.train_state import is_workdir
+from liquid_jax.checkpoint.vqgan import find_vqgan, load_vqgan_checkpoint
+from liquid_jax.codec import ImageCodec
 from liquid_jax.convert import hf
+from liquid_jax.convert.vqgan import load_converted
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.model.image_format import ImageFormat
 from liquid_jax.model.transformer import Transformer, abstract_model
+from liquid_jax.model.vqgan import VQGAN
+from liquid_jax.sample import lm_sampling
 from liquid_jax.tokenizer.text import load_text_tokenizer
 from liquid_jax.tokenizer.vocab import MultimodalVocab
-from liquid_jax.train import export
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -66,22 +81,16 @@ class LiquidLM:
     def generate_images(self, prompts, codec=None, **kwargs):
         """Text-to-image with guidance: codes [N, h*w] and, with a VQGAN ``codec``, uint8
         images. Arguments: see ``liquid_jax.sample.lm_sampling.generate_images``."""
-        from liquid_jax.sample import lm_sampling
-
         return lm_sampling.generate_images(self, prompts, codec, **kwargs)
 
     def caption_images(self, images, max_new_tokens: int = 64, **kwargs):
         """Captions of images (files, PIL images, pixels or codes). Arguments: see
         ``liquid_jax.sample.lm_sampling.caption_images``."""
-        from liquid_jax.sample import lm_sampling
-
         return lm_sampling.caption_images(self, images, max_new_tokens, **kwargs)
 
     def generate_text(self, prompts, max_new_tokens: int = 128, **kwargs):
         """Text generation or image understanding: token ids and text per prompt.
         Arguments: see ``liquid_jax.sample.lm_sampling.generate_text``."""
-        from liquid_jax.sample import lm_sampling
-
         return lm_sampling.generate_text(self, prompts, max_new_tokens, **kwargs)
 
 
@@ -111,15 +120,14 @@ def load(
     tables (e.g. 128 on TPU); default keeps the stored padding. Paths may be relative,
     absolute or URL-style (gs://; Hugging Face directories are local).
     """
-    if dtype not in lm_checkpoint.DTYPES:
-        raise ValueError(f"dtype must be one of {lm_checkpoint.DTYPES}, got {dtype!r}")
+    model_checkpoint.check_dtype(dtype)
     kwargs = dict(dtype=dtype, mesh=mesh, vocab_pad_multiple=vocab_pad_multiple)
-    if lm_checkpoint.is_model_checkpoint(path):
-        config, image, params = lm_checkpoint.load_model(path, **kwargs)
-        tokenizer_dir = lm_checkpoint.tokenizer_dir(path)
-    elif export.is_workdir(path):
-        _, config, image, params = export.load_workdir(path, step=step, **kwargs)
-        tokenizer_dir = lm_checkpoint.tokenizer_dir(path)
+    if is_checkpoint(path):
+        config, image, params = model_checkpoint.load_model(path, **kwargs)
+        tokenizer_dir = model_checkpoint.tokenizer_dir(path)
+    elif is_workdir(path):
+        _, config, image, params = model_checkpoint.load_workdir(path, step=step, **kwargs)
+        tokenizer_dir = model_checkpoint.tokenizer_dir(path)
     elif hf.is_hf_dir(path):
         config, params = hf.load_hf_params(
             path, dtype=dtype, extend_image_codes=extend_image_codes,
@@ -137,3 +145,17 @@ def load(
         text, config.special_tokens, config.text_vocab_size, config.num_image_codes
     )
     return LiquidLM(config, _merge(config, params), vocab, mesh, image)
+
+
+def load_vqgan_model(path: str | os.PathLike, yaml_path: str | None = None) -> VQGAN:
+    """A VQGAN module from any supported checkpoint (see module docstring)."""
+    ours = find_vqgan(path)
+    if ours is not None:
+        return load_vqgan_checkpoint(ours)
+    return load_converted(paths.local(path, "VQGAN checkpoint"), yaml_path)
+
+
+def load_vqgan(path: str | os.PathLike, *, yaml_path: str | None = None, batch_size: int = 8,
+               dtype: str | None = None, mesh: jax.sharding.Mesh | None = None) -> ImageCodec:
+    """An ImageCodec for a liquid_jax, Chameleon/taming or Hugging Face VQGAN checkpoint."""
+    return ImageCodec(load_vqgan_model(path, yaml_path), batch_size=batch_size, dtype=dtype, mesh=mesh)

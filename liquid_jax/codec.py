@@ -1,11 +1,6 @@
 """ImageCodec: uint8 images <-> int32 VQGAN codes, jitted, batched, optionally sharded.
 
-``load_vqgan(path)`` accepts
-- a liquid_jax VQGAN checkpoint directory (``liquid_jax.json`` with kind "vqgan"),
-- a ``liquid-jax train-vqgan`` workdir (its final model, ``<workdir>/vqgan``),
-- Chameleon's / taming's ``vqgan.ckpt`` (or a ``.safetensors`` with the same keys) with
-  its ``vqgan.yaml`` (next to it, or passed as ``yaml_path``), or a directory holding both,
-- a Hugging Face ChameleonVQVAE directory (encoder only: ``decode`` raises).
+``liquid_jax.load_vqgan(path)`` (``liquid_jax.api``) makes one from a VQGAN checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +8,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 from typing import Any
 
 import jax
@@ -22,15 +16,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from liquid_jax import paths
-from liquid_jax.errors import UserError
 from liquid_jax.model.vqgan import VQGAN
-from liquid_jax.model.vqgan_config import VQGANConfig
 from liquid_jax.sharding import logical_to_spec
 from liquid_jax.tokenizer.image import uint8_lookup_table
-
-CHECKPOINT_KIND = "vqgan"
-WORKDIR_MODEL = "vqgan"  # where ``liquid-jax train-vqgan`` writes its final model in the workdir
 
 
 def _pixels_to_model(pixels: jax.Array) -> jax.Array:
@@ -188,73 +176,3 @@ def _retarget_dtype(model: VQGAN, dtype) -> None:
     for _, module in nnx.iter_graph(model):
         if isinstance(module, nnx.Module) and hasattr(module, "dtype"):
             module.dtype = dtype
-
-
-def params_of(model: VQGAN) -> nnx.State:
-    """The parameters of a VQGAN (what a liquid_jax checkpoint stores)."""
-    return nnx.state(model, nnx.Param)
-
-
-def save_vqgan(directory: str, model: VQGAN, extra: dict | None = None, overwrite: bool = False) -> None:
-    """Writes a liquid_jax VQGAN checkpoint (params + {"kind": "vqgan", "config": ...})."""
-    from liquid_jax.checkpoint import save_params
-
-    metadata = {"kind": CHECKPOINT_KIND, "config": model.config.to_dict(),
-                "has_decoder": model.has_decoder, **(extra or {})}
-    save_params(directory, params_of(model), metadata, overwrite=overwrite)
-
-
-def load_vqgan_model(path: str, yaml_path: str | None = None) -> VQGAN:
-    """A VQGAN module from any supported checkpoint (see module docstring)."""
-    from liquid_jax.checkpoint import METADATA_FILE
-    from liquid_jax.convert import vqgan as convert
-
-    resolved = paths.resolve(path)
-    if (resolved / METADATA_FILE).exists():
-        return _load_liquid(path)
-    if (resolved / WORKDIR_MODEL / METADATA_FILE).exists():
-        return _load_liquid(resolved / WORKDIR_MODEL)
-    if (resolved / "checkpoints").is_dir():
-        raise UserError(f"{path} is a VQGAN training workdir whose run has not finished: its model is "
-                        f"written to {resolved / WORKDIR_MODEL} at the last step; run train-vqgan to the end")
-    path = paths.local(path, "VQGAN checkpoint")
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "vqgan.ckpt")):
-            return convert.load_taming(os.path.join(path, "vqgan.ckpt"), yaml_path)
-        if os.path.exists(os.path.join(path, "config.json")):
-            return convert.load_hf(path)
-        raise FileNotFoundError(
-            f"{path}: not a liquid_jax VQGAN checkpoint, a directory with vqgan.ckpt, "
-            "or a Hugging Face ChameleonVQVAE directory"
-        )
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"VQGAN {path}: no such file or directory")
-    return convert.load_taming(path, yaml_path)
-
-
-def _load_liquid(directory: str) -> VQGAN:
-    from liquid_jax.checkpoint import load_params
-
-    params, metadata = load_params(directory)
-    if metadata.get("kind") != CHECKPOINT_KIND:
-        raise UserError(f"{directory} holds a {metadata.get('kind')!r} checkpoint, not a VQGAN ({CHECKPOINT_KIND!r})")
-    cfg = VQGANConfig.from_dict(metadata["config"])
-    model = nnx.eval_shape(
-        lambda: VQGAN(cfg, rngs=nnx.Rngs(0), with_decoder=metadata.get("has_decoder", True))
-    )
-    graphdef, state = nnx.split(model)
-    abstract = nnx.state(model, nnx.Param)
-    try:
-        nnx.replace_by_pure_dict(abstract, params)
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{directory}: parameters do not match the stored config ({e})") from e
-    for path, var in nnx.to_flat_state(abstract):
-        if isinstance(var.value, jax.ShapeDtypeStruct):
-            raise ValueError(f"{directory}: missing tensor {'/'.join(map(str, path))}")
-    return nnx.merge(graphdef, abstract)
-
-
-def load_vqgan(path: str, *, yaml_path: str | None = None, batch_size: int = 8,
-               dtype: str | None = None, mesh: Mesh | None = None) -> ImageCodec:
-    """An ImageCodec for a liquid_jax, Chameleon/taming or Hugging Face VQGAN checkpoint."""
-    return ImageCodec(load_vqgan_model(path, yaml_path), batch_size=batch_size, dtype=dtype, mesh=mesh)

@@ -1,6 +1,9 @@
 """One process of the multi-host training test (run by test_train_multihost.py).
 
-usage: _multihost_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR
+usage: _multihost_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR TOKENIZER
+
+The trainer keeps the tokenizer in the workdir even when it is handed the batches, so
+the worker gets one (trained once by the test: all processes read the same file).
 """
 
 import sys
@@ -47,12 +50,13 @@ class FixedBatches:
         self.index = state["index"]
 
 
-def main(process_id: int, num_processes: int, port: int, workdir: str) -> None:
+def main(process_id: int, num_processes: int, port: int, workdir: str, tokenizer: str) -> None:
     if num_processes > 1:
         jax.distributed.initialize(
             coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id
         )
     config = config_lib.load_config_file(support.TINY_CONFIG, "smoke")
+    config.tokenizer = tokenizer
     config.data.batch_size, config.data.seq_len = BATCH, LENGTH
     config.train.steps = 5
     config.checkpoint.every = 5
@@ -62,4 +66,4 @@ def main(process_id: int, num_processes: int, port: int, workdir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])

@@ -150,7 +150,7 @@ def tiny_checkpoints(directory, image_code_std: float | None = None) -> tuple[st
 
     import sentencepiece
 
-    from liquid_jax.codec import save_vqgan
+    from liquid_jax.checkpoint.vqgan import save_vqgan
     from liquid_jax.convert.hf import convert_hf_to_liquid
 
     hf_dir = os.path.join(directory, "hf")
@@ -168,13 +168,13 @@ def tiny_checkpoints(directory, image_code_std: float | None = None) -> tuple[st
     checkpoint = os.path.join(directory, "liquid")
     convert_hf_to_liquid(hf_dir, checkpoint, extend_image_codes=IMAGE_CODES, progress=False)
     if image_code_std is not None:
-        from liquid_jax import lm_checkpoint
+        from liquid_jax.checkpoint import model as model_checkpoint
 
-        config, image, params = lm_checkpoint.load_model(checkpoint)
+        config, image, params = model_checkpoint.load_model(checkpoint)
         table = np.array(params["embed"]["embedding"])
         table[TEXT_VOCAB : TEXT_VOCAB + IMAGE_CODES] = rng.normal(0.0, image_code_std, (IMAGE_CODES, table.shape[1]))
         params["embed"]["embedding"] = table
-        lm_checkpoint.save_model(checkpoint, config, image, params, tokenizer=hf_dir, source="tiny test model",
+        model_checkpoint.save_model(checkpoint, config, image, params, tokenizer=hf_dir, source="tiny test model",
                                  overwrite=True)
     vqgan = os.path.join(directory, "vqgan")
     save_vqgan(vqgan, tiny_vqgan())

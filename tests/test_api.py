@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -109,8 +108,8 @@ def test_import_is_light_and_exports():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "load_vqgan" in result.stdout
-    from liquid_jax import codec
+    from liquid_jax import api
 
-    assert liquid_jax.load_vqgan is codec.load_vqgan
+    assert liquid_jax.load_vqgan is api.load_vqgan
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         liquid_jax.nope  # noqa: B018

@@ -14,7 +14,8 @@ import pytest
 
 import _train_support as support
 from _sample_models import tiny_checkpoints, tiny_vqgan
-from liquid_jax.codec import load_vqgan, save_vqgan
+from liquid_jax.api import load_vqgan
+from liquid_jax.checkpoint.vqgan import save_vqgan
 from liquid_jax.convert.hf import convert_hf_to_liquid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,8 @@ import transformers
 from _hf_dirs import (
     LLAMA_SPECIALS, SP_VOCAB, hf_logits, random_tokens, tiny_hf_model, write_hf_dir,
 )
-from liquid_jax import checkpoint
+from liquid_jax.checkpoint.card import read_metadata
+from liquid_jax.checkpoint.directory import load_params
 from liquid_jax.convert import hf, safetensors_io
 from liquid_jax.tokenizer.text import load_text_tokenizer
 
@@ -117,7 +118,7 @@ def test_padded_vocabulary_is_invisible(tmp_path):
     config = hf.convert_hf_to_liquid(src, tmp_path / "ck", extend_image_codes=16,
                                      vocab_pad_multiple=128, progress=False)
     assert (config.vocab_size, config.padded_vocab_size) == (LLAMA_VOCAB + 16, 384)
-    params, _ = checkpoint.load_params(tmp_path / "ck")
+    params, _ = load_params(tmp_path / "ck")
     for table in (params["embed"]["embedding"], params["lm_head"]["weight"]):
         assert table.shape == (384, 32)
         assert not table[config.vocab_size:].any()
@@ -296,7 +297,7 @@ def test_cli_round_trip(tmp_path):
                 "--vocab_pad_multiple=64", "--dtype=bfloat16")
     assert first.returncode == 0, first.stderr
     assert "vocab 544 (32 image codes)" in first.stdout
-    meta = checkpoint.read_metadata(tmp_path / "ck")
+    meta = read_metadata(tmp_path / "ck")
     assert meta["config"]["vocab_pad_multiple"] == 64 and meta["config"]["param_dtype"] == "bfloat16"
     second = run("--to=hf", f"--input={tmp_path / 'ck'}", f"--output={tmp_path / 'out'}")
     assert second.returncode == 0, second.stderr

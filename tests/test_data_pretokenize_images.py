@@ -17,7 +17,8 @@ import skimage.data
 from etils import epath
 from flax import nnx
 
-from liquid_jax.codec import load_vqgan, save_vqgan
+from liquid_jax.api import load_vqgan
+from liquid_jax.checkpoint.vqgan import save_vqgan
 from liquid_jax.data import image_inputs, records
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.model.vqgan import VQGAN

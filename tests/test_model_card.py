@@ -12,7 +12,7 @@ import liquid_jax
 from _hf_dirs import SP_VOCAB, tiny_hf_model, write_hf_dir
 from _upstream_t2i import upstream_t2i
 from liquid_jax.convert import hf
-from liquid_jax.lm_checkpoint import read_model_card
+from liquid_jax.checkpoint.model import read_model_card
 from liquid_jax.model.config import SpecialTokens
 from liquid_jax.model.image_format import UPSTREAM
 from liquid_jax.sample.images import guided_batch

@@ -11,7 +11,8 @@ import pytest
 import _train_support as support
 import liquid_jax
 from _sample_models import tiny_vqgan
-from liquid_jax.codec import ImageCodec, save_vqgan
+from liquid_jax.checkpoint.vqgan import save_vqgan
+from liquid_jax.codec import ImageCodec
 from liquid_jax.data import buckets, image_inputs, pipeline, records
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.data.sequences import SequenceBuilder

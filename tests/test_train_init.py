@@ -9,7 +9,8 @@ import _sample_models as samples
 from liquid_jax.convert import hf as hf_convert
 from liquid_jax.model.config import TransformerConfig, model_config_dict
 from liquid_jax.sharding import make_mesh
-from liquid_jax.train import checkpointing, init_model
+from liquid_jax.checkpoint import train_state
+from liquid_jax.train import init_model
 from liquid_jax.train import config as config_lib
 
 
@@ -67,5 +68,5 @@ def test_checkpoint_init_equals_hf_init_and_refuses_other_models(hf_dir, tmp_pat
     for a, b in zip(jax.tree.leaves(from_hf), jax.tree.leaves(from_checkpoint)):
         np.testing.assert_array_equal(a, b)
 
-    with pytest.raises(checkpointing.IncompatibleCheckpointError, match="num_layers: 2 .* vs 3"):
+    with pytest.raises(train_state.IncompatibleCheckpointError, match="num_layers: 2 .* vs 3"):
         init_model.initial_params(*run_config("checkpoint", out, num_layers=3), mesh)

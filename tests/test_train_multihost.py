@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import _train_support as support
+import test_data_support as data_support
 from liquid_jax.train import metrics
 
 pytestmark = pytest.mark.slow  # three processes compiling the step (~1-2 min)
@@ -14,11 +15,11 @@ pytestmark = pytest.mark.slow  # three processes compiling the step (~1-2 min)
 WORKER = os.path.join(os.path.dirname(__file__), "_multihost_worker.py")
 
 
-def launch(process_id, num_processes, port, workdir, devices):
+def launch(process_id, num_processes, port, workdir, devices, tokenizer):
     env = support.cli_env(devices)
     env["PYTHONPATH"] = os.path.dirname(__file__) + os.pathsep + env["PYTHONPATH"]
     return subprocess.Popen(
-        [sys.executable, WORKER, str(process_id), str(num_processes), str(port), workdir],
+        [sys.executable, WORKER, str(process_id), str(num_processes), str(port), workdir, tokenizer],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
 
@@ -35,9 +36,10 @@ def losses(workdir):
 
 def test_two_processes_match_one_process(tmp_path):
     single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
-    wait_all([launch(0, 1, 0, single, 4)])
+    tokenizer = data_support.train_tokenizer(str(tmp_path)).path
+    wait_all([launch(0, 1, 0, single, 4, tokenizer)])
     port = support.free_port()
-    wait_all([launch(i, 2, port, multi, 2) for i in range(2)])
+    wait_all([launch(i, 2, port, multi, 2, tokenizer) for i in range(2)])
     one, two = losses(single), losses(multi)
     assert len(one) == len(two) == 5
     assert len(set(one)) == 5  # the params do change (random targets: no learning)

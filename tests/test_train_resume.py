@@ -8,7 +8,8 @@ import time
 import pytest
 
 import _train_support as support
-from liquid_jax.train import checkpointing, metrics
+from liquid_jax.checkpoint import train_state
+from liquid_jax.train import metrics
 
 pytestmark = pytest.mark.slow  # three to four CLI runs of ~40 s each
 
@@ -55,7 +56,7 @@ def reference(data_paths, tmp_path_factory):
 
 
 def committed_steps(workdir):
-    directory = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    directory = os.path.join(workdir, train_state.CHECKPOINT_DIR)
     if not os.path.isdir(directory):
         return []
     return sorted(int(d) for d in os.listdir(directory) if d.isdigit())

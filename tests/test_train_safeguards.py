@@ -15,13 +15,14 @@ import pytest
 import _train_support as support
 import test_data_support as data_support
 from _sample_models import tiny_vqgan
+from liquid_jax.checkpoint import model as model_checkpoint
 from liquid_jax.codec import ImageCodec
 from liquid_jax.data import image_inputs, manifest, pipeline, records, sources
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.data.pretokenize_text import pretokenize_text
 from liquid_jax.data.shards import write_shard
 from liquid_jax.errors import UserError
-from liquid_jax.train import export, metrics, trainer
+from liquid_jax.train import metrics, trainer
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_data_counters_are_logged_and_a_damaged_checkpoint_is_passed_by(data_pat
     copy = tmp_path / "copy"
     shutil.copytree(workdir, copy)
     with caplog.at_level(logging.WARNING):
-        step, _, _, _ = export.load_workdir(copy)  # read-only: passes it by, renames nothing
+        step, _, _, _ = model_checkpoint.load_workdir(copy)  # read-only: passes it by, renames nothing
     assert step == 2 and os.path.isdir(copy / "checkpoints" / "4")
     assert "checkpoint step 4" in caplog.text and "damaged" in caplog.text and "falling back to step 2" in caplog.text
 

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 import _train_support as support
-from liquid_jax.train import checkpointing, metrics, trainer
+from liquid_jax.checkpoint import train_state
+from liquid_jax.train import metrics, trainer
 from liquid_jax.train import config as config_lib
 
 
@@ -41,7 +42,7 @@ def test_tiny_mixed_run_learns_logs_and_checkpoints(data_paths, tmp_path):
         content = f.read()
     assert b"train/loss" in content and b"train/image_loss" in content
 
-    saver = checkpointing.TrainCheckpointer(workdir, save_every=10, keep=2)
+    saver = train_state.TrainCheckpointer(workdir, save_every=10, keep=2)
     assert saver.all_steps() == [20, 30]
     saved = saver.saved_config(30)
     assert saved["model"]["num_layers"] == config.model.num_layers
@@ -50,7 +51,7 @@ def test_tiny_mixed_run_learns_logs_and_checkpoints(data_paths, tmp_path):
     # The same workdir with another model is refused before anything is built.
     other = support.tiny_config(data_paths)
     other.model.num_layers = 3
-    with pytest.raises(checkpointing.IncompatibleCheckpointError, match="num_layers: 2 .* vs 3"):
+    with pytest.raises(train_state.IncompatibleCheckpointError, match="num_layers: 2 .* vs 3"):
         trainer.train(other, workdir)
 
 

@@ -7,7 +7,8 @@ from safetensors.torch import save_file
 
 from _vqgan_reference import TamingVQ, real_images, taming_yaml
 from liquid_jax import cli
-from liquid_jax.codec import ImageCodec, load_vqgan
+from liquid_jax.api import load_vqgan
+from liquid_jax.codec import ImageCodec
 from liquid_jax.convert.vqgan import ConversionError
 from liquid_jax.model.vqgan_config import VQGANConfig
 from liquid_jax.sharding import make_mesh

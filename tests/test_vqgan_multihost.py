@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import _train_support as support
-from liquid_jax.checkpoint import load_params
-from liquid_jax.codec import WORKDIR_MODEL
-from liquid_jax.train import checkpointing, metrics
+from liquid_jax.checkpoint import train_state
+from liquid_jax.checkpoint.directory import load_params
+from liquid_jax.checkpoint.vqgan import WORKDIR_MODEL
+from liquid_jax.train import metrics
 
 pytestmark = pytest.mark.slow  # three two-process runs: ~2-4 min on 2 busy cores
 
@@ -65,7 +66,7 @@ def logged_steps(workdir):
 
 
 def saved_steps(workdir):
-    return sorted(int(d) for d in os.listdir(workdir / checkpointing.CHECKPOINT_DIR) if d.isdigit())
+    return sorted(int(d) for d in os.listdir(workdir / train_state.CHECKPOINT_DIR) if d.isdigit())
 
 
 def test_two_processes_log_once_stop_on_sigterm_and_resume_exactly(tmp_path):

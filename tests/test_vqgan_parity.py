@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _vqgan_reference import TamingVQ, real_images, taming_yaml
-from liquid_jax.codec import load_vqgan
+from liquid_jax.api import load_vqgan
 from liquid_jax.model.vqgan_config import VQGANConfig
 from liquid_jax.tokenizer.image import to_model_input
 

@@ -12,7 +12,7 @@ import torch
 from flax import nnx
 
 from liquid_jax import cli
-from liquid_jax.codec import load_vqgan
+from liquid_jax.api import load_vqgan
 from liquid_jax.model.vqgan_config import VQGANConfig
 from liquid_jax.train.vqgan import codebook, losses
 from liquid_jax.train.vqgan.data import shape_images

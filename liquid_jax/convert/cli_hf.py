@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from liquid_jax.codec import load_vqgan
+from liquid_jax.api import load_vqgan
+from liquid_jax.checkpoint.model import DTYPES
+from liquid_jax.checkpoint.train_state import is_workdir
 from liquid_jax.convert import hf
 from liquid_jax.errors import UserError
 from liquid_jax.convert.safetensors_io import DEFAULT_MAX_SHARD_BYTES
@@ -31,7 +33,7 @@ _EXTEND = flags.DEFINE_integer(
 _VQGAN = flags.DEFINE_string(
     "vqgan", None, "The VQGAN the model learns (or learned) to draw with: a text model is extended by its "
     "codebook (instead of --extend_image_codes) and the checkpoint records it.")
-_DTYPE = flags.DEFINE_enum("dtype", None, list(hf.DTYPES),
+_DTYPE = flags.DEFINE_enum("dtype", None, list(DTYPES),
                            "Parameter dtype of the output (default: float32 for --to=liquid, "
                            "the checkpoint's dtype for --to=hf).")
 _PAD = flags.DEFINE_integer("vocab_pad_multiple", 1,
@@ -51,7 +53,7 @@ def main(argv: list[str]) -> None:
             _INPUT.value, _OUTPUT.value, dtype=_DTYPE.value or "float32",
             extend_image_codes=_EXTEND.value, vocab_pad_multiple=_PAD.value, vqgan=codec,
         )
-    elif export.is_workdir(_INPUT.value):
+    elif is_workdir(_INPUT.value):
         _, config = export.export(_INPUT.value, _OUTPUT.value, to="hf", dtype=_DTYPE.value)
     else:
         config = hf.convert_liquid_to_hf(

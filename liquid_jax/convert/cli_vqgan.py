@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from liquid_jax.codec import load_vqgan_model, save_vqgan
+from liquid_jax.api import load_vqgan_model
+from liquid_jax.checkpoint.vqgan import save_vqgan
 
 _INPUT = flags.DEFINE_string("input", None, "vqgan.ckpt, .safetensors, or a Hugging Face directory", required=True)
 _YAML = flags.DEFINE_string("yaml", None, "taming vqgan.yaml (default: next to --input)")

@@ -36,12 +36,13 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from liquid_jax import checkpoint, lm_checkpoint, paths
+from liquid_jax import paths
+from liquid_jax.checkpoint import directory as ckpt_dir
+from liquid_jax.checkpoint import model as model_checkpoint
+from liquid_jax.checkpoint.card import TOKENIZER_SUBDIR
 from liquid_jax.convert import safetensors_io
 from liquid_jax.convert.hf_mapping import TensorMapping, config_from_hf, config_to_hf, hf_param_names, tensor_from_hf, tensor_to_hf
 from liquid_jax.errors import UserError
-from liquid_jax.lm_checkpoint import DTYPES
-from liquid_jax.model.card import TOKENIZER_SUBDIR
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES, extended_table
 from liquid_jax.model.image_format import ImageFormat
@@ -112,8 +113,7 @@ def hf_to_config(
 ) -> TransformerConfig:
     """Our config of a Hugging Face checkpoint as stored (before any extension); special
     tokens from the checkpoint's own files (``special_tokens_from_files``)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    model_checkpoint.check_dtype(dtype)
     config = config_from_hf(
         dict(hf_config),
         num_image_codes=infer_num_image_codes(hf_config, tokenizer),
@@ -266,7 +266,7 @@ def load_hf_params(
             parent = parent.setdefault(key, {})
         parent[path[-1]] = value
     if mesh is not None:
-        params = lm_checkpoint.place_on_mesh(config, params, mesh)
+        params = model_checkpoint.place_on_mesh(config, params, mesh)
     return config, params
 
 
@@ -295,9 +295,9 @@ def convert_hf_to_liquid(
     if vqgan is not None:
         image.check_vqgan(config.num_image_codes, vqgan)
         image = image.replace(pixels_per_code=vqgan.downsample_factor, vqgan_fingerprint=vqgan.fingerprint)
-    lm_checkpoint.save_model(
+    model_checkpoint.save_model(
         output_dir, config, image,
-        lm_checkpoint.nested_parts(_read_hf_params(input_dir, stored, config, progress=progress)),
+        model_checkpoint.nested_parts(_read_hf_params(input_dir, stored, config, progress=progress)),
         tokenizer=tokenizer_location(input_dir), source="huggingface", streaming=True,
     )
     return config
@@ -329,8 +329,7 @@ def _write_hf_dir(
     """Writes a Hugging Face directory, taking our parameters one at a time from
     ``read_param(path)`` and streaming their tensors into safetensors shards."""
     dtype = dtype or config.param_dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    model_checkpoint.check_dtype(dtype)
     target = np.dtype(jax.numpy.dtype(dtype))
     groups = _by_param(config)
     specs = [safetensors_io.TensorSpec(m.hf_name, m.hf_shape, target) for g in groups.values() for m in g]
@@ -347,7 +346,7 @@ def _write_hf_dir(
             del value  # released before the next parameter is read
 
     output_dir = paths.local(output_dir, "Hugging Face output directory")
-    with checkpoint.atomic_directory(output_dir, overwrite=overwrite) as tmp, tqdm(
+    with ckpt_dir.atomic_directory(output_dir, overwrite=overwrite) as tmp, tqdm(
         total=len(specs), desc="writing safetensors", unit="tensor", disable=not progress
     ) as bar:
         tmp = os.fspath(tmp)
@@ -356,7 +355,7 @@ def _write_hf_dir(
             json.dump(hf_config_dict(config, dtype, image), f, indent=2, sort_keys=True)
         with open(os.path.join(tmp, GENERATION_CONFIG_FILE), "w") as f:
             json.dump(generation, f, indent=2, sort_keys=True)
-        for name, source in lm_checkpoint.tokenizer_assets(tokenizer_dir).items():
+        for name, source in model_checkpoint.tokenizer_assets(tokenizer_dir).items():
             paths.resolve(source).copy(paths.resolve(tmp) / os.path.basename(name))  # tokenizer/<name> -> <name>
 
 
@@ -397,10 +396,10 @@ def convert_liquid_to_hf(
 ) -> TransformerConfig:
     """A liquid_jax checkpoint -> a Hugging Face directory (tokenizer files included),
     restoring one parameter at a time."""
-    config, image = lm_checkpoint.read_model_card(input_dir)
+    config, image = model_checkpoint.read_model_card(input_dir)
     _write_hf_dir(
-        config, image, functools.partial(checkpoint.load_param, input_dir), output_dir, dtype=dtype,
-        tokenizer_dir=lm_checkpoint.tokenizer_dir(input_dir),
+        config, image, functools.partial(ckpt_dir.load_param, input_dir), output_dir, dtype=dtype,
+        tokenizer_dir=model_checkpoint.tokenizer_dir(input_dir),
         max_shard_bytes=max_shard_bytes, overwrite=False, progress=progress,
     )
     return config

@@ -198,6 +198,23 @@ def load_hf(directory: str) -> VQGAN:
     return load_state_dict(cfg, sd, directory, with_decoder=False)
 
 
+def load_converted(path: str, yaml_path: str | None = None) -> VQGAN:
+    """A VQGAN from a taming/Chameleon file (plus yaml), a directory holding ``vqgan.ckpt``,
+    or a Hugging Face directory; ``path`` is local."""
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "vqgan.ckpt")):
+            return load_taming(os.path.join(path, "vqgan.ckpt"), yaml_path)
+        if os.path.exists(os.path.join(path, "config.json")):
+            return load_hf(path)
+        raise FileNotFoundError(
+            f"{path}: not a liquid_jax VQGAN checkpoint, a directory with vqgan.ckpt, "
+            "or a Hugging Face ChameleonVQVAE directory"
+        )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"VQGAN {path}: no such file or directory")
+    return load_taming(path, yaml_path)
+
+
 def _sibling_yaml(ckpt_path: str) -> str:
     stem = os.path.splitext(ckpt_path)[0]
     for candidate in (stem + ".yaml", os.path.join(os.path.dirname(ckpt_path), "vqgan.yaml")):

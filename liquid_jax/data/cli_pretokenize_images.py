@@ -25,7 +25,7 @@ import json
 import jax
 from absl import flags, logging
 
-from liquid_jax.codec import load_vqgan
+from liquid_jax.api import load_vqgan
 from liquid_jax.data import buckets, image_inputs, shards
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.errors import UserError
@@ -39,7 +39,7 @@ _IMAGE_FIELD = flags.DEFINE_string("image_field", "image", "Field / feature hold
 _CAPTION_FIELD = flags.DEFINE_string("caption_field", "caption", "Field / feature holding the caption.")
 _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir.")
 _TFDS_SPLIT = flags.DEFINE_string("tfds_split", "train", "TFDS split.")
-_VQGAN = flags.DEFINE_string("vqgan", None, "VQGAN checkpoint (see liquid_jax.codec.load_vqgan).", required=True)
+_VQGAN = flags.DEFINE_string("vqgan", None, "VQGAN checkpoint (see liquid_jax.load_vqgan).", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Output directory.", required=True)
 _PREFIX = flags.DEFINE_string("prefix", "images", "Shard file name prefix.")
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Square image size fed to the VQGAN (default: the "

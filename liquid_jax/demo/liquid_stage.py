@@ -14,7 +14,7 @@ import ml_collections
 from liquid_jax.convert.hf import convert_hf_to_liquid
 from liquid_jax.demo import base_lm_stage, pretokenize_stage, tokenizer_stage, training, vqgan_stage
 from liquid_jax.demo.stages import Context
-from liquid_jax.lm_checkpoint import read_model_card
+from liquid_jax.checkpoint.model import read_model_card
 from liquid_jax.train import export
 
 STAGE = "liquid"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import jax.numpy as jnp
 
-from liquid_jax.codec import ImageCodec, load_vqgan
+from liquid_jax.api import load_vqgan
+from liquid_jax.codec import ImageCodec
 from liquid_jax.data import shapes
 from liquid_jax.demo import heldout
 from liquid_jax.demo import world as world_stage

@@ -20,7 +20,8 @@ import json
 import numpy as np
 from absl import flags
 
-from liquid_jax import checkpoint, paths
+from liquid_jax import paths
+from liquid_jax.checkpoint.directory import atomic_directory
 from liquid_jax.errors import UserError
 from liquid_jax.sample import cli_sample
 
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> None:
     lm = cli_sample.load_model()
     settings.update(num_images=_NUM_IMAGES.value)
     result = lm.generate_images(prompts, codec, **settings)
-    with checkpoint.atomic_directory(_OUT.value, overwrite=True) as tmp:
+    with atomic_directory(_OUT.value, overwrite=True) as tmp:
         captions = []
         for row, image in enumerate(result.images):
             p, i = divmod(row, _NUM_IMAGES.value)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from liquid_jax.lm_checkpoint import DTYPES
+from liquid_jax.checkpoint.model import DTYPES
 from liquid_jax.train import export
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (liquid-jax train --workdir).",

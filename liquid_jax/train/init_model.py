@@ -18,15 +18,16 @@ import ml_collections
 from etils import epath
 from flax import nnx
 
-from liquid_jax import lm_checkpoint, paths
+from liquid_jax import paths
+from liquid_jax.checkpoint import model as model_checkpoint
+from liquid_jax.checkpoint import train_state
+from liquid_jax.checkpoint.card import TOKENIZER_SUBDIR, is_checkpoint
 from liquid_jax.convert import hf as hf_convert
 from liquid_jax.data import pipeline
 from liquid_jax.errors import UserError
-from liquid_jax.model.card import TOKENIZER_SUBDIR
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE, ImageFormat
 from liquid_jax.tokenizer.text import tokenizer_sources
-from liquid_jax.train import checkpointing, export
 from liquid_jax.train import state as state_lib
 
 
@@ -34,7 +35,7 @@ def _init_tokenizer_dir(config: ml_collections.ConfigDict) -> str | None:
     path = config.init.path
     if config.init.kind == "hf":
         return hf_convert.tokenizer_location(paths.local(path, "init.path"))
-    folder = lm_checkpoint.tokenizer_dir(path)
+    folder = model_checkpoint.tokenizer_dir(path)
     return None if folder is None else str(folder)
 
 
@@ -61,7 +62,7 @@ def keep_tokenizer(source: str, workdir: str | epath.PathLike) -> None:
         changed = [n for n, f in files.items()
                    if not (kept / n).exists() or (kept / n).read_bytes() != epath.Path(f).read_bytes()]
         if changed and os.path.abspath(source) != os.fspath(kept):
-            raise checkpointing.IncompatibleCheckpointError(
+            raise train_state.IncompatibleCheckpointError(
                 f"{workdir} was trained with another tokenizer ({', '.join(changed)} differ from {source}); "
                 "use a new --workdir or the run's own tokenizer")
         return
@@ -76,14 +77,10 @@ def init_image_format(config: ml_collections.ConfigDict) -> ImageFormat | None:
     kind, path = config.init.kind, config.init.path
     if kind == "hf":
         return hf_convert.hf_image_format(path)
-    if kind == "checkpoint" and checkpointing.is_workdir(path) and not lm_checkpoint.is_model_checkpoint(path):
-        checkpointer = checkpointing.TrainCheckpointer(path, read_only=True)
-        try:
-            return checkpointer.restore_model(None, lambda card, _: ImageFormat.from_dict(card.get("image", {})))[1]
-        finally:
-            checkpointer.close()
+    if kind == "checkpoint" and train_state.is_workdir(path) and not is_checkpoint(path):
+        return model_checkpoint.workdir_image_format(path)
     if kind == "checkpoint":
-        return lm_checkpoint.read_model_card(path)[1]
+        return model_checkpoint.read_model_card(path)[1]
     return None
 
 
@@ -116,10 +113,10 @@ def _load_init(config: ml_collections.ConfigDict, model: TransformerConfig, mesh
     if config.init.kind == "hf":
         return hf_convert.load_hf_params(path, dtype=dtype, extend_image_codes=model.num_image_codes,
                                          vocab_pad_multiple=pad, mesh=mesh)
-    if checkpointing.is_workdir(path) and not lm_checkpoint.is_model_checkpoint(path):
-        _, stored, _, params = export.load_workdir(path, dtype=dtype, mesh=mesh, vocab_pad_multiple=pad)
+    if train_state.is_workdir(path) and not is_checkpoint(path):
+        _, stored, _, params = model_checkpoint.load_workdir(path, dtype=dtype, mesh=mesh, vocab_pad_multiple=pad)
     else:
-        stored, _, params = lm_checkpoint.load_model(path, dtype=dtype, mesh=mesh, vocab_pad_multiple=pad)
+        stored, _, params = model_checkpoint.load_model(path, dtype=dtype, mesh=mesh, vocab_pad_multiple=pad)
     return stored, params
 
 
@@ -133,9 +130,9 @@ def initial_params(
         return state_lib.init_parts(model, mesh, config.train.seed)
     parts = state_lib.abstract_parts(model, mesh)
     stored, loaded = _load_init(config, model, mesh)
-    diff = checkpointing.model_differences(stored.to_dict(), model.to_dict())
+    diff = train_state.model_differences(stored.to_dict(), model.to_dict())
     if diff:
-        raise checkpointing.IncompatibleCheckpointError(
+        raise train_state.IncompatibleCheckpointError(
             f"init.path {config.init.path} holds a different model than config.model:\n  " + "\n  ".join(diff)
         )
     nnx.replace_by_pure_dict(parts.params, loaded)

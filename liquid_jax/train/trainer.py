@@ -24,12 +24,13 @@ from etils import epath
 from tqdm import tqdm
 
 from liquid_jax import paths
+from liquid_jax.checkpoint import train_state
+from liquid_jax.checkpoint.card import make_card
 from liquid_jax.data import pipeline
-from liquid_jax.model.card import make_card
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.sharding import make_mesh
 from liquid_jax.tokenizer.text import load_text_tokenizer
-from liquid_jax.train import checkpointing, flops, init_model
+from liquid_jax.train import flops, init_model
 from liquid_jax.train import config as config_lib
 from liquid_jax.train import metrics as metrics_lib
 from liquid_jax.train import optimizer as optimizer_lib
@@ -119,7 +120,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: Any,
     card = make_card(model.replace(dtype=model.param_dtype, remat="none", scan_layers=False,
                                    attention="auto"), image,
                      source=f"training run {workdir.name}")
-    checkpointer = checkpointing.TrainCheckpointer(
+    checkpointer = train_state.TrainCheckpointer(
         workdir, save_every=config.checkpoint.every, keep=config.checkpoint.keep,
         use_async=config.checkpoint.use_async,
     )
@@ -146,7 +147,7 @@ def _loop(config, workdir, model, mesh, tx, schedule, checkpointer, data, card, 
     flops_per_step = flops.training_flops_per_token(model, config.data.seq_len) * tokens_per_step
     peak = config.train.peak_flops_per_device or flops.peak_flops_per_device()
     peak_total = peak * jax.device_count() if peak else None
-    run_config = checkpointing.config_json(config)
+    run_config = train_state.config_json(config)
 
     writer = metrics_lib.MetricsWriter(workdir)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step",

@@ -34,10 +34,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from liquid_jax import paths
-from liquid_jax.codec import WORKDIR_MODEL, save_vqgan
+from liquid_jax.checkpoint import train_state
+from liquid_jax.checkpoint.vqgan import WORKDIR_MODEL, save_vqgan
 from liquid_jax.sharding import logical_to_spec, make_mesh
 from liquid_jax.tokenizer.image import to_uint8
-from liquid_jax.train import checkpointing, metrics
+from liquid_jax.train import metrics
 from liquid_jax.train.preemption import Preemption
 from liquid_jax.train.vqgan import data, losses
 from liquid_jax.train.vqgan import step as step_lib
@@ -67,8 +68,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, preemption: P
     evaluate = functools.partial(_evaluate, jit(functools.partial(step_lib.evaluate_batch, spec)),
                                  held_out=held_out, batch_size=config.batch_size, sharding=rows, n_embed=spec.n_embed)
 
-    run_config = checkpointing.config_json(config)
-    checkpointer = checkpointing.TrainCheckpointer(workdir, save_every=config.checkpoint_every,
+    run_config = train_state.config_json(config)
+    checkpointer = train_state.TrainCheckpointer(workdir, save_every=config.checkpoint_every,
                                                    keep=config.keep_checkpoints)
     with contextlib.closing(checkpointer), contextlib.closing(metrics.MetricsWriter(workdir)) as writer:
         start = 0

@@ -1,8 +1,9 @@
-"""The project's checkpoint format: an Orbax PyTree of parameters plus a JSON card.
+"""A checkpoint directory of ours: an Orbax PyTree of parameters plus a card
+(``liquid_jax.checkpoint.card``).
 
-Layout of a checkpoint directory::
+Layout::
 
-    <directory>/liquid_jax.json  {"kind": ..., "format_version": 2, "config": {...}, ...}
+    <directory>/liquid_jax.json  the card: {"kind": ..., "format_version": 2, "config": {...}, ...}
     <directory>/params/          Orbax checkpoint written by partial saves
     <directory>/params/state/    its PyTree of parameters (nested dict of arrays)
 
@@ -17,7 +18,6 @@ any ``etils.epath`` URL (gs://).
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
@@ -25,38 +25,20 @@ import numpy as np
 import orbax.checkpoint as ocp
 import orbax.checkpoint.experimental.v1 as ocp_v1
 from etils import epath
-from flax import nnx
+from jax.experimental import multihost_utils
 
 from liquid_jax import paths
-from liquid_jax.errors import UserError
+from liquid_jax.checkpoint.card import METADATA_FILE, card_text, read_metadata
+from liquid_jax.checkpoint.trees import as_dicts, nested, pure_dicts
 
-FORMAT_VERSION = 2
-METADATA_FILE = "liquid_jax.json"
 PARAMS_DIR = "params"
 PYTREE_DIR = "state"  # where Orbax's partial save puts the PyTree inside PARAMS_DIR
 
 
-def _sync(name: str) -> None:
+def sync_processes(name: str) -> None:
+    """A barrier across the processes of a multi-host job (nothing on one process)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
-
-
-def to_pure_tree(tree: Any) -> Any:
-    """An nnx.State (or nested mapping holding nnx.Variables) as plain nested dicts."""
-    if isinstance(tree, nnx.Variable):
-        return tree.get_value()
-    if isinstance(tree, (nnx.State, Mapping)):
-        return {k: to_pure_tree(v) for k, v in tree.items()}
-    return tree
-
-
-def nested(path: Sequence[str], leaf: Any) -> Any:
-    """``leaf`` inside nested dicts keyed by ``path`` (e.g. {"embed": {"embedding": leaf}})."""
-    for key in reversed(path):
-        leaf = {key: leaf}
-    return leaf
 
 
 def _temporary_sibling(directory: epath.Path) -> epath.Path:
@@ -81,13 +63,13 @@ def atomic_directory(
     primary = jax.process_index() == 0
     if primary and tmp.exists():
         tmp.rmtree()
-    _sync("liquid_jax_atomic_directory_clean")
+    sync_processes("liquid_jax_atomic_directory_clean")
     try:
         if primary:
             tmp.mkdir(parents=True)
-        _sync("liquid_jax_atomic_directory_mkdir")
+        sync_processes("liquid_jax_atomic_directory_mkdir")
         yield tmp
-        _sync("liquid_jax_atomic_directory_written")
+        sync_processes("liquid_jax_atomic_directory_written")
         if primary:
             if directory.exists():
                 directory.rmtree()
@@ -96,7 +78,7 @@ def atomic_directory(
         if primary and tmp.exists():
             tmp.rmtree()
         raise
-    _sync("liquid_jax_atomic_directory_done")
+    sync_processes("liquid_jax_atomic_directory_done")
 
 
 def save_params(
@@ -148,14 +130,11 @@ def save_params_streaming(
     part plus Orbax's write buffer of about its size. Parts must not share leaves;
     an exception from ``parts`` aborts the save and leaves nothing behind.
     """
-    if "kind" not in metadata:
-        raise ValueError(f"checkpoint metadata for {directory} needs a 'kind' entry")
-    card = {**metadata, "format_version": FORMAT_VERSION}
-    text = json.dumps(card, indent=2, sort_keys=True)  # fail before writing anything
+    text = card_text(metadata, directory)  # fail before writing anything
     with atomic_directory(directory, overwrite=overwrite) as tmp, _orbax_context(max_inflight_gb):
         written = False
         for part in parts:
-            part = to_pure_tree(part)
+            part = pure_dicts(part)
             if jax.tree.leaves(part):
                 ocp_v1.partial.save(tmp / PARAMS_DIR, part)
                 written = True
@@ -171,22 +150,8 @@ def save_params_streaming(
             (tmp / METADATA_FILE).write_text(text)
 
 
-def read_metadata(directory: str | epath.PathLike) -> dict[str, Any]:
-    """The JSON card of a checkpoint; raises FileNotFoundError for non-checkpoints."""
-    path = paths.resolve(directory) / METADATA_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{directory} is not a liquid_jax checkpoint: no {METADATA_FILE}")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: invalid JSON ({e})") from e
-    version = card.get("format_version")
-    if version != FORMAT_VERSION:
-        raise UserError(f"{path}: format_version {version!r}, this code reads {FORMAT_VERSION}")
-    return card
-
-
-def _pytree(directory: str | epath.PathLike) -> epath.Path:
+def params_pytree(directory: str | epath.PathLike) -> epath.Path:
+    """The Orbax PyTree of a checkpoint directory's parameters."""
     return paths.resolve(directory) / PARAMS_DIR / PYTREE_DIR
 
 
@@ -200,13 +165,13 @@ def pytree_shapes(pytree_dir: str | epath.PathLike) -> dict[str, Any]:
     with contextlib.closing(ocp.PyTreeCheckpointHandler()) as handler:
         meta = handler.metadata(paths.resolve(pytree_dir))
     return jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)), to_pure_tree(meta.tree)
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype)), as_dicts(meta.tree)
     )
 
 
 def stored_shapes(directory: str | epath.PathLike) -> dict[str, Any]:
     """Nested dict of jax.ShapeDtypeStruct (no sharding) describing the stored arrays."""
-    return pytree_shapes(_pytree(directory))
+    return pytree_shapes(params_pytree(directory))
 
 
 def _flat(tree: Any) -> dict[str, Any]:
@@ -240,7 +205,7 @@ def load_param(directory: str | epath.PathLike, path: Sequence[str]) -> np.ndarr
     if not isinstance(stored, jax.ShapeDtypeStruct):
         raise KeyError(f"checkpoint {directory} has no tensor {'/'.join(path)!r}")
     item = nested(path, ocp.RestoreArgs(restore_type=np.ndarray))
-    tree = _restore_pytree(_pytree(directory), ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True))
+    tree = _restore_pytree(params_pytree(directory), ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True))
     for key in path:
         tree = tree[key]
     return tree
@@ -254,10 +219,10 @@ def read_pytree(pytree_dir: str | epath.PathLike, abstract: Any = None, sharding
     if abstract is None and shardings is None:
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
         return _restore_pytree(pytree_dir, ocp.args.PyTreeRestore(restore_args=restore_args))
-    target = to_pure_tree(abstract) if abstract is not None else stored
+    target = pure_dicts(abstract) if abstract is not None else stored
     _check_against_stored(pytree_dir, stored, target)
     if shardings is not None:
-        shardings = to_pure_tree(shardings)
+        shardings = pure_dicts(shardings)
         target = jax.tree.map(
             lambda t, s: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=s), target, shardings
         )
@@ -288,4 +253,4 @@ def load_params(
     ``nnx.replace_by_pure_dict(state, params)`` puts them into a module.
     """
     metadata = read_metadata(directory)
-    return read_pytree(_pytree(directory), abstract, shardings), metadata
+    return read_pytree(params_pytree(directory), abstract, shardings), metadata

@@ -7,7 +7,7 @@
                    ``params``, ``opt_state`` and ``stats`` (``liquid_jax.train.vqgan``);
 * ``data``      -- the input iterator state of every process (one JSON file each), if any;
 * ``config``    -- the run's full config as JSON (the model part is checked on resume);
-* ``card``      -- the model card (``liquid_jax.model.card``): what an export writes, if any.
+* ``card``      -- the model card (``liquid_jax.checkpoint.card``): what an export writes, if any.
 
 ``<workdir>`` is any path ``liquid_jax.paths`` reads (``gs://`` included). ``<step>`` is
 the number of completed optimizer steps. The last ``keep`` checkpoints are kept. A step
@@ -27,9 +27,10 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
-from flax import nnx
 
 from liquid_jax import paths
+from liquid_jax.checkpoint.directory import sync_processes
+from liquid_jax.checkpoint.trees import rewrap, unwrap
 from liquid_jax.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -80,26 +81,10 @@ class _JsonStateIterator:
         pass
 
 
-def _is_variable(x: Any) -> bool:
-    return isinstance(x, nnx.Variable)
-
-
-def _unwrap(tree: Any) -> Any:
-    """Variables replaced by their values: what is stored (no Flax types on disk)."""
-    return jax.tree.map(lambda v: v.get_value() if _is_variable(v) else v, tree, is_leaf=_is_variable)
-
-
-def _rewrap(template: Any, values: Any) -> Any:
-    """``values`` put back into the Variables of ``template``."""
-    return jax.tree.map(
-        lambda t, v: t.replace(v) if _is_variable(t) else v, template, values, is_leaf=_is_variable
-    )
-
-
 def _abstract(tree: Any) -> Any:
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        _unwrap(tree),
+        unwrap(tree),
     )
 
 
@@ -188,7 +173,7 @@ class TrainCheckpointer:
         force: bool = False,
     ) -> bool:
         """Starts an asynchronous save if ``step`` is due (or ``force``); True if started."""
-        items = {name: ocp.args.StandardSave(_unwrap(tree)) for name, tree in _state_items(state).items()}
+        items = {name: ocp.args.StandardSave(unwrap(tree)) for name, tree in _state_items(state).items()}
         items["config"] = ocp.args.JsonSave(config)
         if card is not None:
             items["card"] = ocp.args.JsonSave(card)
@@ -229,10 +214,7 @@ class TrainCheckpointer:
             if damaged.exists():
                 damaged.rmtree()
             (self.directory / str(step)).rename(damaged)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(f"liquid_jax_damaged_{step}")
+        sync_processes(f"liquid_jax_damaged_{step}")
         self._manager.reload()
 
     def restore(
@@ -252,7 +234,7 @@ class TrainCheckpointer:
             if data_iterator is not None:
                 items["data"] = grain.checkpoint.CheckpointRestore(_JsonStateIterator(data_iterator))
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-            return {name: _rewrap(tree, restored[name]) for name, tree in state.items()}
+            return {name: rewrap(tree, restored[name]) for name, tree in state.items()}
 
         return self._newest_intact(read)
 
