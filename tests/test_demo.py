@@ -108,7 +108,7 @@ def test_two_shape_oversampling_changes_the_training_scenes_only():
     from liquid_jax.demo import world as world_stage
 
     c = load_config_file(CONFIG).world
-    own = world_stage.world_of(c.name)
+    own = world_stage.world_of(c)
     c.train_two_shape_fraction = -1.0
     assert world_stage.training_world(c) == own
     c.train_two_shape_fraction = 0.6
@@ -119,4 +119,4 @@ def test_two_shape_oversampling_changes_the_training_scenes_only():
     expected = 0.6 * kept**2 / (0.6 * kept**2 + 0.4 * kept)
     assert abs(two - expected) < 0.045  # 4 standard errors
     # Held-out prompts are drawn from the world itself.
-    assert own.two_shape_fraction == 0.25 and world_stage.world_of(c.name) == own
+    assert own.two_shape_fraction == 0.25 and world_stage.world_of(c) == own
