@@ -83,7 +83,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     ))
 
     if preset == "smoke":
-        c.world.update(train_scenes=160, text_docs=200, eval_prompts=8, eval_text_docs=16)
+        # Two canvases, so that the tests run the multi-canvas path (buckets, by_canvas).
+        c.world.update(train_scenes=160, text_docs=200, eval_prompts=8, eval_text_docs=16,
+                       canvases=((64, 64), (96, 64)))
         c.tokenizer.vocab_size = 320
         c.vqgan.data.num_eval = 16
         c.vqgan.steps = 6
@@ -93,7 +95,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         c.model.update(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, mlp_dim=64)
         # Batch 8: divisible by the 8 fake CPU devices the tests run on.
         c.base.update(steps=8, warmup_steps=2, batch_size=8, seq_len=128, packing_bins=8)
-        c.liquid.update(steps=8, warmup_steps=2, batch_size=8, seq_len=128, packing_bins=8)
+        c.liquid.update(steps=8, warmup_steps=2, batch_size=8, seq_len=192, packing_bins=8)
         c.sample.caption_max_tokens = 8
         c.experiments.sizes = ((32, 1), (48, 1))
     elif preset:
