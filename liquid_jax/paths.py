@@ -2,7 +2,7 @@
 
 Local paths are made absolute once, where a library needs it (Orbax and TensorStore refuse
 relative destinations); URL-style paths (``gs://bucket/run``) pass through ``etils.epath``
-unchanged.
+unchanged. ``file:///abs/path`` is the local path ``/abs/path`` (epath has no ``file://``).
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ from etils import epath
 from liquid_jax.errors import UserError
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_FILE_URL = "file://"
 
 
 def is_url(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a remote location (``gs://``, ``s3://``, ...)."""
-    return bool(_URL.match(os.fspath(path)))
+    text = os.fspath(path)
+    return bool(_URL.match(text)) and not text.startswith(_FILE_URL)
 
 
 def resolve(path: str | os.PathLike) -> epath.Path:
     """``path`` as an ``epath.Path``: local paths absolute (``~`` expanded), URLs as given."""
-    text = os.fspath(path)
+    text = os.fspath(path).removeprefix(_FILE_URL)
     if is_url(text):
         return epath.Path(text)
     return epath.Path(os.path.abspath(os.path.expanduser(text)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 import numpy as np
@@ -70,3 +71,10 @@ def cli_env(devices: int) -> dict[str, str]:
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
     )
     return env
+
+
+def free_port() -> int:
+    """A localhost TCP port nobody listens on (for a jax.distributed coordinator)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

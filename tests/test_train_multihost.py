@@ -1,7 +1,6 @@
 """Two localhost processes with 2 devices each train exactly like one process with 4."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,12 +12,6 @@ from liquid_jax.train import metrics
 pytestmark = pytest.mark.slow  # three processes compiling the step (~1-2 min)
 
 WORKER = os.path.join(os.path.dirname(__file__), "_multihost_worker.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(process_id, num_processes, port, workdir, devices):
@@ -43,7 +36,7 @@ def losses(workdir):
 def test_two_processes_match_one_process(tmp_path):
     single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
     wait_all([launch(0, 1, 0, single, 4)])
-    port = free_port()
+    port = support.free_port()
     wait_all([launch(i, 2, port, multi, 2) for i in range(2)])
     one, two = losses(single), losses(multi)
     assert len(one) == len(two) == 5

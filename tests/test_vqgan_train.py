@@ -14,12 +14,11 @@ from flax import nnx
 from liquid_jax import cli
 from liquid_jax.codec import load_vqgan
 from liquid_jax.model.vqgan_config import VQGANConfig
-from liquid_jax.train import codebook
-from liquid_jax.train import vqgan_losses as losses
-from liquid_jax.train.patchgan import PatchGAN
-from liquid_jax.train.perceptual import VGG16_STAGES, load_vgg16_weights, perceptual_distance
-from liquid_jax.train.vqgan_data import shape_images
-from liquid_jax.train.vqgan_trainer import train
+from liquid_jax.train.vqgan import codebook, losses
+from liquid_jax.train.vqgan.data import shape_images
+from liquid_jax.train.vqgan.patchgan import PatchGAN
+from liquid_jax.train.vqgan.perceptual import VGG16_STAGES, load_vgg16_weights, perceptual_distance
+from liquid_jax.train.vqgan.trainer import train
 
 CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "vqgan_tiny.py")
 

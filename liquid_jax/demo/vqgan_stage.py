@@ -13,7 +13,8 @@ from liquid_jax.data import shapes
 from liquid_jax.demo import heldout
 from liquid_jax.demo import world as world_stage
 from liquid_jax.demo.stages import Context
-from liquid_jax.train import vqgan_losses, vqgan_trainer
+from liquid_jax.train.vqgan import losses as vqgan_losses
+from liquid_jax.train.vqgan import trainer as vqgan_trainer
 
 STAGE = "vqgan"
 

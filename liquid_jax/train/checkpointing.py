@@ -1,16 +1,18 @@
 """Train-state checkpoints: asynchronous Orbax saves of everything a resume needs.
 
-``<workdir>/checkpoints/<step>/`` holds five items:
+``<workdir>/checkpoints/<step>/`` holds these items:
 
-* ``params``     -- model parameters (Orbax PyTree, sharded writes);
-* ``opt_state``  -- optimizer state;
-* ``data``       -- the input iterator state of every process (one JSON file each);
-* ``config``     -- the run's full config as JSON (the model part is checked on resume);
-* ``card``       -- the model card (``liquid_jax.model.card``): what an export writes.
+* the state     -- one Orbax PyTree per entry of the trainer's state (sharded writes): the
+                   LM trainer's ``params`` and ``opt_state``; the VQGAN trainer's
+                   ``params``, ``opt_state`` and ``stats`` (``liquid_jax.train.vqgan``);
+* ``data``      -- the input iterator state of every process (one JSON file each), if any;
+* ``config``    -- the run's full config as JSON (the model part is checked on resume);
+* ``card``      -- the model card (``liquid_jax.model.card``): what an export writes, if any.
 
-``<step>`` is the number of completed optimizer steps. The last ``keep`` checkpoints
-are kept. A step that cannot be read back (damaged files) is renamed
-``<step>.damaged`` and the next older one is used, with a warning naming both.
+``<workdir>`` is any path ``liquid_jax.paths`` reads (``gs://`` included). ``<step>`` is
+the number of completed optimizer steps. The last ``keep`` checkpoints are kept. A step
+that cannot be read back (damaged files) is renamed ``<step>.damaged`` and the next older
+one is used, with a warning naming both.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
@@ -31,6 +34,7 @@ from liquid_jax.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_SUFFIX = ".damaged"
+_RESERVED_ITEMS = ("data", "config", "card")
 # How TensorStore reports unreadable files (its status codes); shape or structure
 # mismatches are ordinary ValueErrors and never count as damage.
 _TENSORSTORE_STATUS = re.compile(r"^(NOT_FOUND|DATA_LOSS|OUT_OF_RANGE|FAILED_PRECONDITION|INVALID_ARGUMENT|"
@@ -99,6 +103,18 @@ def _abstract(tree: Any) -> Any:
     )
 
 
+def config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The run config as plain JSON data (stored with every checkpoint)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def _state_items(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    clash = [name for name in state if name in _RESERVED_ITEMS]
+    if clash:
+        raise ValueError(f"train state entries {clash} clash with the checkpoint items {_RESERVED_ITEMS}")
+    return state
+
+
 def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable ``field: saved -> current`` lines for layout-relevant fields."""
     lines = []
@@ -111,7 +127,8 @@ def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[st
 
 
 class TrainCheckpointer:
-    """Save/restore of (params, opt_state, data iterator, config, card) under ``workdir``.
+    """Save/restore of (train state, data iterator, config, card) under ``workdir``; the
+    state is a mapping of names to pytrees (Flax Variables allowed), one item each.
 
     ``read_only`` opens a workdir to read its checkpoints (export, loading): nothing is
     created and damaged steps are skipped without being renamed.
@@ -164,20 +181,17 @@ class TrainCheckpointer:
     def save(
         self,
         step: int,
-        params: Any,
-        opt_state: Any,
+        state: Mapping[str, Any],
         data_iterator: Any,
         config: dict[str, Any],
-        card: dict[str, Any],
+        card: dict[str, Any] | None = None,
         force: bool = False,
     ) -> bool:
         """Starts an asynchronous save if ``step`` is due (or ``force``); True if started."""
-        items = {
-            "params": ocp.args.StandardSave(_unwrap(params)),
-            "opt_state": ocp.args.StandardSave(_unwrap(opt_state)),
-            "config": ocp.args.JsonSave(config),
-            "card": ocp.args.JsonSave(card),
-        }
+        items = {name: ocp.args.StandardSave(_unwrap(tree)) for name, tree in _state_items(state).items()}
+        items["config"] = ocp.args.JsonSave(config)
+        if card is not None:
+            items["card"] = ocp.args.JsonSave(card)
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(_JsonStateIterator(data_iterator))
         return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
@@ -223,29 +237,24 @@ class TrainCheckpointer:
 
     def restore(
         self,
-        params: Any,
-        opt_state: Any,
+        state: Mapping[str, Any],
         data_iterator: Any,
         model_config: dict[str, Any],
-    ) -> tuple[int, Any, Any]:
-        """(step, params, opt_state) of the newest intact checkpoint, restored into the
-        shapes/shardings (and Variable wrappers) of ``params`` / ``opt_state`` (arrays or
-        ShapeDtypeStructs); the data iterator is restored in place. A checkpoint of
-        another model than ``model_config`` raises IncompatibleCheckpointError."""
+    ) -> tuple[int, dict[str, Any]]:
+        """(step, state) of the newest intact checkpoint, each entry of ``state`` restored
+        into its shapes/shardings (and Variable wrappers; arrays or ShapeDtypeStructs); the
+        data iterator is restored in place. A checkpoint of another model than
+        ``model_config`` raises IncompatibleCheckpointError."""
 
-        def read(step: int) -> tuple[Any, Any]:
+        def read(step: int) -> dict[str, Any]:
             self.check_model(step, model_config)
-            items = {
-                "params": ocp.args.StandardRestore(_abstract(params)),
-                "opt_state": ocp.args.StandardRestore(_abstract(opt_state)),
-            }
+            items = {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in _state_items(state).items()}
             if data_iterator is not None:
                 items["data"] = grain.checkpoint.CheckpointRestore(_JsonStateIterator(data_iterator))
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-            return _rewrap(params, restored["params"]), _rewrap(opt_state, restored["opt_state"])
+            return {name: _rewrap(tree, restored[name]) for name, tree in state.items()}
 
-        step, (params, opt_state) = self._newest_intact(read)
-        return step, params, opt_state
+        return self._newest_intact(read)
 
     def restore_model(self, step: int | None, load: Callable[[dict[str, Any], epath.Path], Any]) -> tuple[int, Any]:
         """(step, ``load(card, params_dir)``) for checkpoint ``step``, or for the newest one

@@ -13,9 +13,7 @@ or sampled (``liquid_jax.train.export``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import signal
 import time
 from typing import Any
 
@@ -27,7 +25,6 @@ from tqdm import tqdm
 
 from liquid_jax import paths
 from liquid_jax.data import pipeline
-from liquid_jax.errors import Interrupted
 from liquid_jax.model.card import make_card
 from liquid_jax.model.config import TransformerConfig
 from liquid_jax.sharding import make_mesh
@@ -36,6 +33,7 @@ from liquid_jax.train import checkpointing, flops, init_model
 from liquid_jax.train import config as config_lib
 from liquid_jax.train import metrics as metrics_lib
 from liquid_jax.train import optimizer as optimizer_lib
+from liquid_jax.train import preemption as preemption_lib
 from liquid_jax.train import state as state_lib
 from liquid_jax.train import train_step as step_lib
 
@@ -54,55 +52,8 @@ class TrainResult:
     last_metrics: dict[str, float]
 
 
-class _Preemption:
-    """SIGTERM (TPU maintenance, spot preemption, SLURM time limit) -> save, then stop.
-
-    One process: a Python signal handler sets a flag, or, before the first step has
-    finished (``armed`` False: building the state, compiling, waiting for data), stops
-    the run at once since there is nothing to save. Several processes: jax's
-    coordination service already watches SIGTERM and every process learns at the
-    same step (``reached_preemption_sync_point``), so all save the same step together.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self.armed = False
-        self._previous = None
-        self._multi = jax.process_count() > 1
-
-    def __enter__(self):
-        if not self._multi:
-            try:
-                self._previous = signal.signal(signal.SIGTERM, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if not self.armed:
-            raise Interrupted("SIGTERM before the first step finished; nothing to save")
-        logging.warning("SIGTERM received: saving a checkpoint after the current step")
-        self.requested = True
-
-    def should_stop(self, step: int) -> bool:
-        if self._multi:
-            from jax.experimental import multihost_utils
-
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.requested
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
     return TransformerConfig.from_dict(config.model.to_dict())
-
-
-def config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The run config as plain JSON data (stored with every checkpoint)."""
-    return json.loads(config.to_json_best_effort())
 
 
 def make_data(config: ml_collections.ConfigDict, model: TransformerConfig, mesh, tokenizer: str) -> pipeline.DataIterator:
@@ -121,9 +72,9 @@ def _initial_state(config, model, mesh, tx, checkpointer, data):
     parts = state_lib.abstract_parts(model, mesh)
     opt_shardings = state_lib.opt_state_shardings(tx, parts.params, mesh)
     abstract_opt = state_lib.abstract_opt_state(tx, parts.params, opt_shardings)
-    step, params, opt_state = checkpointer.restore(parts.params, abstract_opt, data, model.to_dict())
+    step, state = checkpointer.restore({"params": parts.params, "opt_state": abstract_opt}, data, model.to_dict())
     logging.info("resumed from %s at step %d", checkpointer.directory, step)
-    return step, parts, params, opt_state, opt_shardings
+    return step, parts, state["params"], state["opt_state"], opt_shardings
 
 
 def _host_metrics(device_metrics: dict[str, jax.Array]) -> dict[str, float]:
@@ -146,11 +97,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | epath.PathLike, data
     config_lib.validate(config)
     config = config.copy_and_resolve_references()
     workdir = paths.resolve(workdir)
-    with _Preemption() as preemption:
+    with preemption_lib.Preemption() as preemption:
         return _train(config, workdir, data, preemption)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: Any, preemption: _Preemption) -> TrainResult:
+def _train(config: ml_collections.ConfigDict, workdir: epath.Path, data: Any,
+           preemption: preemption_lib.Preemption) -> TrainResult:
     model = model_config(config)
     mesh = make_mesh((config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
     step_lib.check_batch_size(config.data.batch_size, mesh, config.train.grad_accum_steps)
@@ -194,7 +146,7 @@ def _loop(config, workdir, model, mesh, tx, schedule, checkpointer, data, card, 
     flops_per_step = flops.training_flops_per_token(model, config.data.seq_len) * tokens_per_step
     peak = config.train.peak_flops_per_device or flops.peak_flops_per_device()
     peak_total = peak * jax.device_count() if peak else None
-    run_config = config_json(config)
+    run_config = checkpointing.config_json(config)
 
     writer = metrics_lib.MetricsWriter(workdir)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step",
@@ -234,7 +186,7 @@ def _loop(config, workdir, model, mesh, tx, schedule, checkpointer, data, card, 
         last = values
 
     def save(step: int) -> None:
-        checkpointer.save(step, params, opt_state, data, run_config, card, force=True)
+        checkpointer.save(step, {"params": params, "opt_state": opt_state}, data, run_config, card, force=True)
 
     try:
         with jax.set_mesh(mesh):
