@@ -1,8 +1,8 @@
 """The built-in demo: a mini-Liquid on the synthetic shapes world, end to end.
 
-  liquid-jax demo --workdir=/tmp/demo                                 # ~11 min on 2 cores
+  liquid-jax demo --workdir=/tmp/demo                                 # prints its expected time first
   liquid-jax demo --workdir=/tmp/smoke --config=configs/demo.py:smoke  # seconds
-  liquid-jax demo --workdir=/tmp/demo --config.liquid.steps=3600      # any key can be overridden
+  liquid-jax demo --workdir=/tmp/demo --config.liquid.steps=3000      # any key can be overridden
 
 Sections: ``world`` (data sizes), ``tokenizer``, ``vqgan`` (a ``train-vqgan`` config:
 configs/vqgan_tiny.py adapted to the world), ``model`` (the base Gemma's sizes),
