@@ -28,9 +28,9 @@ from liquid_jax import host_memory  # noqa: E402
 
 host_memory.reexec_with_hugepages()  # as `liquid-jax eval generate` does
 
-import sample_speculative  # noqa: E402
 import sample_throughput  # noqa: E402
 from _sample_models import tiny_vocab, tiny_vqgan  # noqa: E402
+from liquid_jax import machine  # noqa: E402
 from liquid_jax.api import LiquidLM  # noqa: E402
 from liquid_jax.codec import ImageCodec  # noqa: E402
 from liquid_jax.eval import benchmarks, generate  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
         "prompts": args.prompts,
         "batch_size": args.batch_size,
         "config": c,
-        "machine": sample_speculative.machine(),
+        "machine": machine.describe(),
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -33,12 +32,11 @@ from liquid_jax import host_memory  # noqa: E402
 
 host_memory.reexec_with_hugepages()  # as `liquid-jax sample` does
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 import liquid_jax  # noqa: E402
+from liquid_jax import machine  # noqa: E402
 from liquid_jax.demo import heldout, liquid_stage, vqgan_stage  # noqa: E402
 from liquid_jax.demo.pipeline import run_demo  # noqa: E402
 from liquid_jax.demo.stages import Context  # noqa: E402
@@ -55,26 +53,6 @@ RANDOM = dict(cfg=7.0, temperature=0.99, top_k=4096, top_p=0.96)
 
 def filters(settings: dict):
     return sampling_params(settings["temperature"], settings["top_k"], settings["top_p"])
-
-
-def machine() -> dict:
-    """CPU model, cores and the best 2048x2048 float32 matmul rate seen (GFLOP/s)."""
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    a = jnp.ones((2048, 2048), jnp.float32)
-    matmul = jax.jit(lambda x: x @ x)
-    matmul(a).block_until_ready()
-    best = 0.0
-    for _ in range(8):
-        start = time.perf_counter()
-        matmul(a).block_until_ready()
-        best = max(best, 2 * 2048**3 / (time.perf_counter() - start) / 1e9)
-    return {"cpu": model, "cores": os.cpu_count(), "matmul_gflops": best, "device": jax.devices()[0].device_kind,
-            "jax": jax.__version__, "load_average": os.getloadavg()[0]}
 
 
 def demo_model(workdir: str | None):
@@ -153,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
 
-    result = {"machine": machine(), "windows": windows}
+    result = {"machine": machine.describe(), "windows": windows}
     lm, codec, prompts = demo_model(args.demo_workdir)
     grid = lm.image.default_grid
     demo = {}

@@ -33,12 +33,12 @@ from liquid_jax import host_memory  # noqa: E402
 host_memory.reexec_with_hugepages()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from liquid_jax import machine  # noqa: E402
 from liquid_jax.model.config import TransformerConfig, model_config_dict  # noqa: E402
 from liquid_jax.sharding import make_mesh  # noqa: E402
 from liquid_jax.train import config as config_lib  # noqa: E402
@@ -137,14 +137,7 @@ def reference(batches: list[np.ndarray]) -> tuple[float, list[float]]:
 
 def matmul_peak(size: int = 2048, repeats: int = 20) -> float:
     """Best float32 matmul FLOP/s of XLA and PyTorch on this machine."""
-    x = jnp.ones((size, size), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    f(x).block_until_ready()
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f(x).block_until_ready()
-        best = max(best, 2 * size**3 / (time.perf_counter() - start))
+    best = machine.matmul_peak_gflops(repeats, size) * 1e9
     t = torch.ones(size, size)
     for _ in range(repeats):
         start = time.perf_counter()

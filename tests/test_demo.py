@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from liquid_jax.demo import experiments
+from liquid_jax.demo import evaluate, experiments, heldout
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import DONE_FILE, Context, read_record
 from liquid_jax.train.config import load_config_file
@@ -54,6 +54,37 @@ def test_report_has_the_headline_metrics_with_sane_values(demo):
         assert os.path.getsize(os.path.join(context.workdir, report["files"][name])) > 0
     with open(os.path.join(context.workdir, "report.html")) as f:
         assert "t2i_samples.png" in f.read()
+
+
+def test_report_records_the_machine_and_each_stage_against_its_expected_time(demo):
+    context, _ = demo
+    with open(os.path.join(context.workdir, "report.json")) as f:
+        tables = json.load(f)["tables"]
+    (machine,) = tables["machine"]
+    assert machine["cpu"] and machine["cores"] == os.cpu_count() and machine["matmul_gflops"] > 0
+    stages = {row["stage"]: row for row in tables["stages"]}
+    assert set(stages) == set(STAGE_NAMES[:-1])
+    for name, row in stages.items():
+        assert row["seconds"] == pytest.approx(read_record(context.workdir, name)["seconds"], abs=0.05)
+        cost = context.config.stage_cost_gflop[name]
+        assert row["expected_seconds"] == pytest.approx(cost / machine["matmul_gflops"], abs=0.05)
+
+
+def test_both_canvases_are_trained_drawn_and_captioned(demo):
+    context, _ = demo
+    with open(os.path.join(context.workdir, "report.json")) as f:
+        by_canvas = json.load(f)["metrics"]["by_canvas"]
+    evaluation = heldout.load_eval(context)
+    sizes = [f"{w}x{h}" for h, w in evaluation["canvases"]]
+    assert set(by_canvas) == {"64x64", "64x96"} == set(sizes)
+    for name, entry in by_canvas.items():
+        assert entry["prompts"] == sizes.count(name)
+        assert (entry["width"], entry["height"]) == tuple(int(x) for x in name.split("x"))
+        assert 0.0 <= entry["t2i_accuracy"] <= 1.0 and 0.0 <= entry["caption_accuracy"] <= 1.0
+    assert context.outputs("pretokenize")["buckets"].keys() == {"64x64", "96x64"}
+    samples = evaluate.load_samples(context.path("evaluate", evaluate.SAMPLES_FILE))
+    drawn = [image.shape[:2] for image in samples["images"]]
+    assert drawn == [tuple(c) for c in evaluation["canvases"]]
 
 
 def test_tokenizer_has_gemma_special_ids(demo):
@@ -108,7 +139,7 @@ def test_two_shape_oversampling_changes_the_training_scenes_only():
     from liquid_jax.demo import world as world_stage
 
     c = load_config_file(CONFIG).world
-    own = world_stage.world_of(c.name)
+    own = world_stage.world_of(c)
     c.train_two_shape_fraction = -1.0
     assert world_stage.training_world(c) == own
     c.train_two_shape_fraction = 0.6
@@ -119,4 +150,4 @@ def test_two_shape_oversampling_changes_the_training_scenes_only():
     expected = 0.6 * kept**2 / (0.6 * kept**2 + 0.4 * kept)
     assert abs(two - expected) < 0.045  # 4 standard errors
     # Held-out prompts are drawn from the world itself.
-    assert own.two_shape_fraction == 0.25 and world_stage.world_of(c.name) == own
+    assert own.two_shape_fraction == 0.25 and world_stage.world_of(c) == own

@@ -1,5 +1,6 @@
 """The shapes-world checker reads ground-truth renders, clean and degraded, back into scenes."""
 
+import dataclasses
 import io
 import itertools
 
@@ -15,6 +16,7 @@ from liquid_jax.data.shapes import (
     SIZES,
     Scene,
     Shape,
+    World,
     caption,
     render,
     sample_scenes,
@@ -60,13 +62,27 @@ def _scenes(n, seed):
     return scenes
 
 
-def test_reads_every_single_shape_exactly():
+@pytest.mark.parametrize("canvas", [(64, 64), (96, 64), (64, 128)])
+def test_reads_every_single_shape_exactly(canvas):
     scenes = [
-        Scene((Shape(*attributes),))
+        Scene((Shape(*attributes),), canvas)
         for attributes in itertools.product(KINDS, COLOURS, SIZES, POSITIONS)
     ]
     wrong = [caption(s) for s in scenes if read_scene(render(s)) != s]
     assert not wrong, wrong[:5]
+
+
+def test_other_canvases_spread_the_grid_and_are_read_back():
+    world = World(canvases=((64, 64), (96, 64)))
+    scenes = sample_scenes(200, "train", seed=5, world=world)
+    one_canvas = sample_scenes(200, "train", seed=5)
+    assert [s.shapes for s in scenes] == [s.shapes for s in one_canvas]
+    assert {s.canvas for s in scenes} == {(64, 64), (96, 64)}
+    tall = Scene((Shape("square", "red", "large", "bottom"),), (96, 64))
+    rows = np.nonzero(render(tall)[..., 0])[0]
+    assert (rows.min() + rows.max() + 1) / 2 == 80  # the bottom row's centre on a 96 px side
+    assert t2i_accuracy(scenes, [render(s) for s in scenes]) == 1.0
+    assert read_scene(render(tall)) != dataclasses.replace(tall, canvas=(64, 64))
 
 
 def test_accuracy_on_clean_renders():

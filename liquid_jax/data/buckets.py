@@ -32,6 +32,12 @@ class Bucket:
         """The (h, w) code grid of this size."""
         return self.height // pixels_per_code, self.width // pixels_per_code
 
+    @classmethod
+    def of_size(cls, height: int, width: int) -> "Bucket":
+        """A bucket of exactly this size; its nominal aspect ratio is the reduced width:height."""
+        gcd = math.gcd(width, height)
+        return cls(height, width, (width // gcd, height // gcd))
+
     @property
     def name(self) -> str:
         return f"{self.height}x{self.width}"

@@ -1,7 +1,8 @@
 """The shapes world: a procedural image + text domain small enough to learn on a laptop.
 
-A scene holds one or two flat shapes on a black 64x64 canvas. Each shape has a kind,
-a colour, a size and a position on a 3x3 grid. Every scene has one canonical caption,
+A scene holds one or two flat shapes on a black canvas, 64x64 pixels unless the world
+has other canvases too (any sides that are multiples of 32 from 64 up). Each shape has a
+kind, a colour, a size and a position on a 3x3 grid spread over the canvas. Every scene has one canonical caption,
 which :func:`parse_caption` turns back into the scene, and question/answer pairs.
 A :class:`World` picks which attribute values are in play and which (colour, kind)
 pairs are held out: those never appear in training scenes or in the text corpus,
@@ -17,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 IMAGE_SIZE = 64
+CANVAS = (IMAGE_SIZE, IMAGE_SIZE)  # (height, width) of the default canvas
 BACKGROUND_RGB = (0, 0, 0)
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -31,10 +33,28 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 KINDS = ("circle", "square", "triangle", "diamond", "cross")
 # Side of a shape's bounding square in pixels.
 SIZES: dict[str, int] = {"small": 18, "large": 24}
-# Grid coordinate (row or column) -> pixel centre of that row or column. The centres are
-# multiples of 8, so a shape covers the same pixels of its 8x8 (and 4x4) patches wherever it
-# sits: a patch-based image tokenizer sees one pattern per shape, moved by whole patches.
-GRID_CENTRES = (16.0, 32.0, 48.0)
+# The outer grid rows and columns are centred this far from the canvas edge, the middle ones
+# in the middle. On sides that are multiples of 32 every centre is a multiple of 16, so a
+# shape covers the same pixels of its 16x16 (8x8, 4x4) patches wherever it sits: a
+# patch-based image tokenizer sees one pattern per shape, moved by whole patches.
+GRID_MARGIN = 16
+
+
+def grid_centres(length: int) -> tuple[float, float, float]:
+    """Pixel centres of the three grid rows (or columns) across ``length`` pixels."""
+    return float(GRID_MARGIN), length / 2.0, float(length - GRID_MARGIN)
+
+
+def check_canvas(canvas: Sequence[int]) -> tuple[int, int]:
+    """``canvas`` as a (height, width) tuple; raises ValueError unless both sides are
+    multiples of 32 from 64 up."""
+    canvas = tuple(int(x) for x in canvas)
+    if len(canvas) != 2 or any(x < 64 or x % 32 for x in canvas):
+        raise ValueError(f"canvas {canvas} must be (height, width) with sides multiples of 32 from 64 up")
+    return canvas
+
+
+GRID_CENTRES = grid_centres(IMAGE_SIZE)
 POSITIONS: dict[str, tuple[int, int]] = {
     "top left": (0, 0),
     "top": (0, 1),
@@ -68,13 +88,15 @@ def _reading_order(shape: Shape) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class Scene:
-    """Shapes on the canvas, kept in reading order (top to bottom, left to right) so
-    that two scenes with the same shapes compare equal."""
+    """Shapes on a canvas of (height, width) pixels, kept in reading order (top to bottom,
+    left to right) so that two scenes with the same shapes compare equal."""
 
     shapes: tuple[Shape, ...]
+    canvas: tuple[int, int] = CANVAS
 
     def __post_init__(self):
         object.__setattr__(self, "shapes", tuple(sorted(self.shapes, key=_reading_order)))
+        object.__setattr__(self, "canvas", check_canvas(self.canvas))
 
 
 def _grid_distance(a: str, b: str) -> int:
@@ -101,6 +123,7 @@ class World:
         ("purple", "diamond"),
     )
     two_shape_fraction: float = 0.5
+    canvases: tuple[tuple[int, int], ...] = (CANVAS,)
 
     def __post_init__(self):
         # Tuples even when built from config lists, so that worlds hash and compare.
@@ -114,6 +137,9 @@ class World:
         object.__setattr__(self, "heldout_pairs", pairs)
         if len(pairs) == len(self.colours) * len(self.kinds):
             raise ValueError("every (colour, kind) pair is held out: nothing left to train on")
+        if not self.canvases:
+            raise ValueError("a world needs at least one canvas")
+        object.__setattr__(self, "canvases", tuple(check_canvas(c) for c in self.canvases))
         if not 0.0 <= self.two_shape_fraction <= 1.0:
             raise ValueError(f"two_shape_fraction must be in [0, 1], got {self.two_shape_fraction}")
         if self.two_shape_fraction > 0 and not self.position_pairs:
@@ -173,18 +199,19 @@ def shape_mask(
     return kind_mask(kind, u, v)
 
 
-def shape_centre(shape: Shape) -> tuple[float, float]:
+def shape_centre(shape: Shape, canvas: tuple[int, int] = CANVAS) -> tuple[float, float]:
     """(row, column) pixel centre of the box a shape is drawn in."""
     row, col = POSITIONS[shape.position]
-    return GRID_CENTRES[row], GRID_CENTRES[col]
+    return grid_centres(canvas[0])[row], grid_centres(canvas[1])[col]
 
 
 def render(scene: Scene) -> np.ndarray:
-    """The scene as a uint8 [64, 64, 3] image."""
-    image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    """The scene as a uint8 [height, width, 3] image of its canvas."""
+    image = np.empty((*scene.canvas, 3), np.uint8)
     image[:] = BACKGROUND_RGB
     for shape in scene.shapes:
-        image[shape_mask(shape.kind, shape_centre(shape), SIZES[shape.size])] = COLOURS[shape.colour]
+        mask = shape_mask(shape.kind, shape_centre(shape, scene.canvas), SIZES[shape.size], scene.canvas)
+        image[mask] = COLOURS[shape.colour]
     return image
 
 
@@ -209,10 +236,9 @@ _DESCRIPTION = re.compile(
 )
 
 
-def parse_caption(text: str) -> Scene | None:
-    """The scene a caption describes, or None if it is not a caption of this world.
-
-    Case, extra whitespace and the final full stop do not matter.
+def parse_caption(text: str, canvas: tuple[int, int] = CANVAS) -> Scene | None:
+    """The scene on ``canvas`` a caption describes, or None if it is not a caption of this
+    world. Case, extra whitespace and the final full stop do not matter.
     """
     normal = " ".join(text.lower().split()).rstrip(" .")
     if not normal:
@@ -223,7 +249,7 @@ def parse_caption(text: str) -> Scene | None:
         if match is None:
             return None
         shapes.append(Shape(**match.groupdict()))
-    return Scene(tuple(shapes))
+    return Scene(tuple(shapes), canvas)
 
 
 # ---------------------------------------------------------------------------
@@ -258,6 +284,9 @@ def _in_split(scene: Scene, split: str, world: World) -> bool:
     raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
 
 
+_CANVAS_STREAM = 7
+
+
 def _random_scene(rng: np.random.Generator, world: World, split: str) -> Scene:
     while True:
         count = 2 if rng.random() < world.two_shape_fraction else 1
@@ -273,7 +302,12 @@ def sample_scenes(n: int, split: str = "train", seed: int = 0, world: World = DE
     if split == "heldout" and not world.heldout_pairs:
         raise ValueError("this world holds nothing out")
     rng = np.random.default_rng(seed)
-    return [_random_scene(rng, world, split) for _ in range(n)]
+    scenes = [_random_scene(rng, world, split) for _ in range(n)]
+    if len(world.canvases) == 1:
+        return [dataclasses.replace(s, canvas=world.canvases[0]) for s in scenes]
+    # Canvases come from a stream of their own: the shapes are those of a one-canvas world.
+    canvas_rng = np.random.default_rng([seed, _CANVAS_STREAM])
+    return [dataclasses.replace(s, canvas=_choice(canvas_rng, world.canvases)) for s in scenes]
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``liquid-jax demo``: a mini-Liquid on the synthetic shapes world, end to end.
 
-  liquid-jax demo --workdir=DIR                                  # everything, ~11 min on 2 cores
+  liquid-jax demo --workdir=DIR                                  # everything; prints its expected time first
   liquid-jax demo --workdir=DIR --config=configs/demo.py:smoke   # seconds-long check
   liquid-jax demo --workdir=DIR --stage=evaluate                 # redo one stage
   liquid-jax demo --workdir=DIR --experiment=scaling             # see liquid_jax.demo.experiments

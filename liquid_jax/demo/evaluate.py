@@ -27,6 +27,7 @@ from liquid_jax.codec import ImageCodec
 from liquid_jax.data import shapes
 from liquid_jax.demo import base_lm_stage, liquid_stage, vqgan_stage
 from liquid_jax.demo import heldout
+from liquid_jax.demo import world as world_stage
 from liquid_jax.demo.stages import Context
 from liquid_jax.eval import benchmarks, generate
 from liquid_jax.eval import shapes as shapes_eval
@@ -78,27 +79,65 @@ def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, g
 
 
 def describe_images(lm: LiquidLM, codec: ImageCodec, images: np.ndarray, max_new_tokens: int) -> list[str]:
-    """Greedy captions with upstream's captioning prompt."""
+    """Greedy captions with upstream's captioning prompt of same-size images [n, h, w, 3]."""
     return caption_images(lm.model, lm.tokenizer, list(images), max_new_tokens, codec=codec,
-                          image_size=images.shape[1], size_prefix=lm.image.size_prefix,
+                          image_size=images.shape[1:3], size_prefix=lm.image.size_prefix,
                           progress="captioning").texts
 
 
-def evaluate_prompts(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any,
-                     seed: int) -> dict[str, Any]:
-    """Images drawn for ``prompts`` and captions of their renders, with per-prompt hits."""
-    scenes = heldout.scenes_of(list(prompts))
-    renders = np.stack([shapes.render(s) for s in scenes])
-    images, tokens_per_s = draw(lm, codec, prompts, sample, codec.grid_for(*renders.shape[1:3]), seed)
-    captions = describe_images(lm, codec, renders, sample.caption_max_tokens)
+def evaluate_prompts(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], scenes: Sequence[shapes.Scene],
+                     sample: Any, seed: int) -> dict[str, Any]:
+    """Images drawn for ``prompts`` (on the canvases of their ``scenes``, one batch per
+    canvas) and captions of their renders, with per-prompt hits."""
+    n = len(prompts)
+    renders = [shapes.render(s) for s in scenes]
+    images: list[np.ndarray] = [np.empty(0)] * n
+    captions: list[str] = [""] * n
+    tokens, seconds = 0, 0.0
+    for canvas, indices in heldout.by_canvas(scenes).items():
+        grid = codec.grid_for(*canvas)
+        drawn, tokens_per_s = draw(lm, codec, [prompts[i] for i in indices], sample, grid, seed)
+        described = describe_images(lm, codec, np.stack([renders[i] for i in indices]), sample.caption_max_tokens)
+        for i, image, text in zip(indices, drawn, described):
+            images[i], captions[i] = image, text
+        tokens += len(indices) * grid[0] * grid[1]
+        seconds += len(indices) * grid[0] * grid[1] / tokens_per_s
     return {
+        "scenes": list(scenes),
         "images": images,
         "renders": renders,
         "captions": captions,
         "t2i_hits": np.array([shapes_eval.t2i_accuracy([s], [im]) for s, im in zip(scenes, images)]),
         "caption_hits": np.array([shapes_eval.caption_accuracy([s], [c]) for s, c in zip(scenes, captions)]),
-        "tokens_per_s": tokens_per_s,
+        "tokens_per_s": tokens / seconds,
     }
+
+
+def canvas_metrics(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``evaluate_prompts``' accuracies per canvas, keyed "WxH"."""
+    return {
+        world_stage.canvas_name(canvas): {
+            "width": canvas[1], "height": canvas[0], "prompts": len(indices),
+            "t2i_accuracy": _mean(result["t2i_hits"][indices]),
+            "caption_accuracy": _mean(result["caption_hits"][indices]),
+        }
+        for canvas, indices in heldout.by_canvas(result["scenes"]).items()
+    }
+
+
+def save_samples(path: str, **images: Sequence[np.ndarray]) -> None:
+    """Lists of images (any sizes) as one .npz, read back by ``load_samples``."""
+    np.savez_compressed(path, **{f"{name}/{i:05d}": image for name, group in images.items()
+                                 for i, image in enumerate(group)})
+
+
+def load_samples(path: str) -> dict[str, list[np.ndarray]]:
+    """``save_samples``' lists of images by name, in order."""
+    out: dict[str, list[np.ndarray]] = {}
+    with np.load(path) as data:
+        for key in sorted(data.files):
+            out.setdefault(key.split("/")[0], []).append(data[key])
+    return out
 
 
 def _mean(hits: np.ndarray) -> float | None:
@@ -111,8 +150,10 @@ def liquid_metrics(context: Context, model_dir: str) -> tuple[dict[str, Any], di
     lm = liquid_jax.load(model_dir, progress=False)
     codec = vqgan_stage.load_codec(context)
     seed = context.config.seed
-    main = evaluate_prompts(lm, codec, evaluation["prompts"], context.config.sample, seed)
-    novel = evaluate_prompts(lm, codec, evaluation["novel_pair_prompts"], context.config.sample, seed + 1)
+    main = evaluate_prompts(lm, codec, evaluation["prompts"], heldout.prompt_scenes(evaluation),
+                            context.config.sample, seed)
+    novel = evaluate_prompts(lm, codec, evaluation["novel_pair_prompts"],
+                             heldout.prompt_scenes(evaluation, "novel_pair_prompts"), context.config.sample, seed + 1)
     unseen = ~np.asarray(evaluation["seen"], bool)
     metrics = {
         "t2i_accuracy": _mean(main["t2i_hits"]),
@@ -124,6 +165,7 @@ def liquid_metrics(context: Context, model_dir: str) -> tuple[dict[str, Any], di
         "novel_pair_caption_accuracy": _mean(novel["caption_hits"]),
         "text_ppl_liquid": text_perplexity(lm, evaluation["text"]),
         "sample_image_tokens_per_s": main["tokens_per_s"],
+        "by_canvas": canvas_metrics(main),
     }
     return metrics, {"main": main, "novel": novel}
 
@@ -134,13 +176,10 @@ def run(context: Context) -> dict:
     metrics["text_ppl_base"] = text_perplexity(base, heldout.load_eval(context)["text"])
     main, novel = samples["main"], samples["novel"]
     # The checker on VQGAN round trips of the true images: the most text-to-image can reach.
-    scenes = heldout.scenes_of(heldout.load_eval(context)["prompts"])
     reconstructed = vqgan_stage.reconstruct(vqgan_stage.load_codec(context), main["renders"])
-    metrics["vqgan_roundtrip_accuracy"] = shapes_eval.t2i_accuracy(scenes, list(reconstructed))
-    np.savez_compressed(
-        context.path(STAGE, SAMPLES_FILE), images=main["images"], renders=main["renders"],
-        novel_images=novel["images"], novel_renders=novel["renders"],
-    )
+    metrics["vqgan_roundtrip_accuracy"] = shapes_eval.t2i_accuracy(main["scenes"], reconstructed)
+    save_samples(context.path(STAGE, SAMPLES_FILE), images=main["images"], renders=main["renders"],
+                 novel_images=novel["images"], novel_renders=novel["renders"])
     with open(context.path(STAGE, RESULTS_FILE), "w") as f:
         json.dump({"captions": main["captions"], "novel_captions": novel["captions"]}, f, indent=1)
     return metrics

@@ -1,15 +1,18 @@
 """Stage ``heldout``: what the demo is evaluated on, written to ``heldout/eval.json``.
 
-* ``prompts``: scenes drawn like the training scenes but with another seed, and ``seen``
-  marking those whose caption also occurs among the training pairs (the world is small,
-  so many single-shape scenes do); metrics are reported on all and on the unseen ones;
-* ``novel_pair_prompts``: scenes using (colour, kind) pairs that never occur in training;
+* ``prompts``: scenes drawn like the training scenes but with another seed, their
+  ``canvases`` ((height, width) each), and ``seen`` marking those whose caption also occurs
+  on the same canvas among the training pairs (the world is small, so many single-shape
+  scenes do); metrics are reported on all and on the unseen ones;
+* ``novel_pair_prompts`` (and ``novel_pair_canvases``): scenes using (colour, kind) pairs
+  that never occur in training;
 * ``text``: text documents for perplexity, drawn with another seed.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Sequence
 
 from liquid_jax.data import shapes
 from liquid_jax.demo import world as world_stage
@@ -23,22 +26,23 @@ _PROMPT_SEED, _NOVEL_SEED, _TEXT_SEED = 1_000, 2_000, 3_000
 
 def run(context: Context) -> dict:
     c = context.config.world
-    world = world_stage.world_of(c.name)
+    world = world_stage.world_of(c)
     seed = context.config.seed
     with open(context.path(world_stage.STAGE, "train", "captions.jsonl"), encoding="utf-8") as f:
-        trained = {json.loads(line)["caption"] for line in f}
-    prompts = [shapes.caption(s) for s in shapes.sample_scenes(c.eval_prompts, "train", seed + _PROMPT_SEED, world)]
+        trained = {(row["caption"], row["canvas"]) for row in map(json.loads, f)}
+    scenes = shapes.sample_scenes(c.eval_prompts, "train", seed + _PROMPT_SEED, world)
+    novel = shapes.sample_scenes(c.eval_prompts, "heldout", seed + _NOVEL_SEED, world)
     evaluation = {
-        "prompts": prompts,
-        "seen": [p in trained for p in prompts],
-        "novel_pair_prompts": [
-            shapes.caption(s) for s in shapes.sample_scenes(c.eval_prompts, "heldout", seed + _NOVEL_SEED, world)
-        ],
+        "prompts": [shapes.caption(s) for s in scenes],
+        "canvases": [list(s.canvas) for s in scenes],
+        "seen": [(shapes.caption(s), world_stage.canvas_name(s.canvas)) in trained for s in scenes],
+        "novel_pair_prompts": [shapes.caption(s) for s in novel],
+        "novel_pair_canvases": [list(s.canvas) for s in novel],
         "text": shapes.text_corpus(c.eval_text_docs, seed + _TEXT_SEED, world),
     }
     with open(context.path(STAGE, EVAL_FILE), "w") as f:
         json.dump(evaluation, f, indent=1)
-    return {"prompts": len(prompts), "seen_in_training": sum(evaluation["seen"]),
+    return {"prompts": len(scenes), "seen_in_training": sum(evaluation["seen"]),
             "text_docs": len(evaluation["text"])}
 
 
@@ -48,10 +52,26 @@ def load_eval(context: Context) -> dict:
         return json.load(f)
 
 
-def scenes_of(captions: list[str]) -> list[shapes.Scene]:
-    """Scenes of canonical captions (as written by this stage)."""
-    scenes = [shapes.parse_caption(t) for t in captions]
+def scenes_of(captions: Sequence[str], canvases: Sequence[Sequence[int]] | None = None) -> list[shapes.Scene]:
+    """Scenes of canonical captions (as written by this stage) on their canvases (the
+    default canvas when None)."""
+    canvases = [shapes.CANVAS] * len(captions) if canvases is None else [tuple(c) for c in canvases]
+    scenes = [shapes.parse_caption(t, canvas) for t, canvas in zip(captions, canvases, strict=True)]
     bad = [t for t, s in zip(captions, scenes) if s is None]
     if bad:
         raise ValueError(f"not captions of the shapes world: {bad[:3]}")
     return scenes
+
+
+def prompt_scenes(evaluation: dict, part: str = "prompts") -> list[shapes.Scene]:
+    """The scenes of ``part`` ("prompts" or "novel_pair_prompts") of ``load_eval``'s result."""
+    canvases = evaluation["canvases" if part == "prompts" else "novel_pair_canvases"]
+    return scenes_of(evaluation[part], canvases)
+
+
+def by_canvas(scenes: Sequence[shapes.Scene]) -> dict[tuple[int, int], list[int]]:
+    """Indices of ``scenes`` grouped by canvas, canvases in sorted order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, scene in enumerate(scenes):
+        groups.setdefault(scene.canvas, []).append(i)
+    return dict(sorted(groups.items()))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from tqdm import tqdm
+
 from liquid_jax.demo import (
-    base_lm_stage, evaluate, heldout, liquid_stage, pretokenize_stage, report_stage, tokenizer_stage, vqgan_stage,
+    base_lm_stage, evaluate, heldout, liquid_stage, pretokenize_stage, report_stage, timing, tokenizer_stage,
+    vqgan_stage,
 )
 from liquid_jax.demo import world as world_stage
-from liquid_jax.demo.stages import Context, Stage, run_stages
+from liquid_jax.demo.stages import Context, Stage, read_record, run_stages, stage_times
 
 
 def _report(context: Context) -> dict:
@@ -29,5 +32,14 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 def run_demo(context: Context, only: str | None = None) -> dict:
-    """Runs the demo (or one stage); returns the stage records."""
-    return run_stages(STAGES, context, only)
+    """Runs the demo (or one stage) and returns the stage records. It measures this machine
+    first and says how long it expects to take, and at the end how long each stage took."""
+    info = timing.calibrate(context.workdir)
+    todo = [name for name in STAGE_NAMES
+            if name == only or (only is None and read_record(context.workdir, name) is None)]
+    tqdm.write(timing.plan_line(info, timing.expected_seconds(context.config, info["matmul_gflops"], todo)))
+    records = run_stages(STAGES, context, only)
+    expected = timing.expected_seconds(context.config, info["matmul_gflops"], STAGE_NAMES)
+    for row in timing.summary_rows(stage_times(context.workdir, STAGES), expected):
+        tqdm.write(f"{row['stage']:>12}: {row['seconds']:7.1f} s, expected {row['expected_seconds']} s")
+    return records

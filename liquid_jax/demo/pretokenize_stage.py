@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from liquid_jax.data.buckets import Bucket
 from liquid_jax.data.image_inputs import folder_units
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.data.pretokenize_text import pretokenize_text
@@ -31,13 +32,14 @@ def run(context: Context) -> dict:
         caption_field="caption", per_shard=IMAGES_PER_SHARD,
     )
     codec = vqgan_stage.load_codec(context)
-    report = pretokenize_images(
-        units, image_shards(context), codec, resolution=context.config.vqgan.data.image_size,
-        batch_size=64, decode_threads=2,
-    )
+    # One bucket per canvas: every image keeps its size and its own grid of codes.
+    buckets = [Bucket.of_size(h, w) for h, w in context.config.world.canvases]
+    report = pretokenize_images(units, image_shards(context), codec, buckets=buckets, batch_size=64,
+                                decode_threads=2)
     text = pretokenize_text([context.path(world_stage.STAGE, "text", "corpus.jsonl")], text_shards(context))
     return {
         "images_written": report["written"],
+        "buckets": report["buckets"],
         "images_dropped": sum(len(report[k]) for k in ("broken", "aspect_filtered", "empty_caption")),
         "text_documents": text["documents"],
     }

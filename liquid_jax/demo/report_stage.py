@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from liquid_jax.demo import base_lm_stage, evaluate, liquid_stage, vqgan_stage
-from liquid_jax.demo import heldout
+from liquid_jax.demo import heldout, timing
 from liquid_jax.demo.stages import Context, Stage, stage_times
 from liquid_jax.eval.report import Curves, ImageGrid, read_jsonl_metrics, write_report
 
@@ -43,7 +43,7 @@ def report_metrics(context: Context, stages: Sequence[Stage]) -> dict:
 
 
 def _grids(context: Context) -> list[ImageGrid]:
-    samples = np.load(context.path(evaluate.STAGE, evaluate.SAMPLES_FILE))
+    samples = evaluate.load_samples(context.path(evaluate.STAGE, evaluate.SAMPLES_FILE))
     evaluation = heldout.load_eval(context)
     with open(context.path(evaluate.STAGE, evaluate.RESULTS_FILE)) as f:
         captions = json.load(f)
@@ -74,7 +74,11 @@ def write(context: Context, stages: Sequence[Stage]) -> dict:
     metrics = report_metrics(context, stages)
     config_table = [{"section": k, "settings": json.dumps(v, sort_keys=True)}
                     for k, v in context.config.to_dict().items()]
+    info = timing.read_machine(context.workdir)
+    expected = timing.expected_seconds(context.config, info["matmul_gflops"], [s.name for s in stages]) if info else {}
+    tables = {"stages": timing.summary_rows(stage_times(context.workdir, stages), expected),
+              "machine": [info] if info else [], "config": config_table}
     write_report(context.workdir, title="liquid_jax demo: a mini-Liquid on the shapes world",
-                 metrics=metrics, tables={"config": config_table},
+                 metrics=metrics, tables=tables,
                  grids=_grids(context), curves=_curves(context))
     return metrics

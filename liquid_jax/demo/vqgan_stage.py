@@ -3,6 +3,8 @@ measure its reconstruction PSNR on renders of the held-out prompts."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import jax.numpy as jnp
 
@@ -23,16 +25,24 @@ def load_codec(context: Context, batch_size: int = 64) -> ImageCodec:
     return load_vqgan(context.path(STAGE), batch_size=batch_size)
 
 
-def reconstruct(codec: ImageCodec, images: np.ndarray) -> np.ndarray:
-    """uint8 images after encode -> decode."""
-    return codec.decode(codec.encode(images), grid=codec.grid_for(*images.shape[1:3]))
+def reconstruct(codec: ImageCodec, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """uint8 images after encode -> decode, batched by size."""
+    out: list[np.ndarray] = [np.empty(0)] * len(images)
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        sizes.setdefault(image.shape[:2], []).append(i)
+    for size, indices in sizes.items():
+        batch = np.stack([images[i] for i in indices])
+        for i, image in zip(indices, codec.decode(codec.encode(batch), grid=codec.grid_for(*size))):
+            out[i] = image
+    return out
 
 
-def reconstruction_psnr(codec: ImageCodec, images: np.ndarray) -> float:
+def reconstruction_psnr(codec: ImageCodec, images: Sequence[np.ndarray]) -> float:
     """Mean PSNR (dB) of encode -> decode over uint8 images."""
-    reconstructed = reconstruct(codec, images)
-    to_model = lambda x: jnp.asarray(x, jnp.float32) / 127.5 - 1.0  # noqa: E731
-    return float(jnp.mean(vqgan_losses.psnr(to_model(images), to_model(reconstructed))))
+    to_model = lambda x: jnp.asarray(x, jnp.float32)[None] / 127.5 - 1.0  # noqa: E731
+    return float(np.mean([vqgan_losses.psnr(to_model(a), to_model(b))[0]
+                          for a, b in zip(images, reconstruct(codec, images))]))
 
 
 def run(context: Context) -> dict:
@@ -41,12 +51,11 @@ def run(context: Context) -> dict:
     config.data.folder = context.path(world_stage.STAGE, "train", "images")
     trained = vqgan_trainer.train(config, context.stage_dir(STAGE))
     codec = load_codec(context)
-    prompts = heldout.load_eval(context)["prompts"]
-    renders = np.stack([shapes.render(s) for s in heldout.scenes_of(prompts)])
+    renders = [shapes.render(s) for s in heldout.prompt_scenes(heldout.load_eval(context))]
     return {
         "psnr_heldout": reconstruction_psnr(codec, renders),
         "codebook_size": codec.codebook_size,
-        "grid": list(codec.grid_for(*renders.shape[1:3])),
+        "grids": {world_stage.canvas_name(c): list(codec.grid_for(*c)) for c in context.config.world.canvases},
         "downsample": codec.downsample_factor,
         "train_final": trained,
     }

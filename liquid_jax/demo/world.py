@@ -1,7 +1,8 @@
 """Stage ``world``: the shapes world on disk, in the formats a user's own data would have.
 
-* ``train/images/*.png`` + ``train/captions.jsonl`` ({"image", "caption"}): image-text pairs,
-  with two-shape scenes over-sampled when ``world.train_two_shape_fraction`` is set;
+* ``train/images/*.png`` + ``train/captions.jsonl`` ({"image", "caption", "canvas"}):
+  image-text pairs on the ``world.canvases`` (the image's size, "WxH"), with two-shape
+  scenes over-sampled when ``world.train_two_shape_fraction`` is set;
 * ``text/corpus.jsonl`` ({"id", "text"}): the text-only corpus.
 """
 
@@ -22,17 +23,23 @@ STAGE = "world"
 WORLDS = {"default": shapes.DEFAULT_WORLD, "easy": shapes.EASY_WORLD}
 
 
-def world_of(name: str) -> shapes.World:
-    if name not in WORLDS:
-        raise ValueError(f"unknown world {name!r}; expected one of {sorted(WORLDS)}")
-    return WORLDS[name]
+def world_of(c: ml_collections.ConfigDict) -> shapes.World:
+    """The world of the demo's ``world`` config: ``c.name``'s on the canvases ``c.canvases``."""
+    if c.name not in WORLDS:
+        raise ValueError(f"unknown world {c.name!r}; expected one of {sorted(WORLDS)}")
+    return dataclasses.replace(WORLDS[c.name], canvases=tuple(tuple(x) for x in c.canvases))
+
+
+def canvas_name(canvas: tuple[int, int]) -> str:
+    """(height, width) -> "WxH", the order of the size prefix ("Width is .. Height is ..")."""
+    return f"{canvas[1]}x{canvas[0]}"
 
 
 def training_world(c: ml_collections.ConfigDict) -> shapes.World:
-    """The world the training pairs are drawn from: ``c.name``'s, with two-shape scenes at
+    """The world the training pairs are drawn from: ``world_of(c)``, with two-shape scenes at
     ``c.train_two_shape_fraction`` when that is set (>= 0). Held-out prompts keep the world's
     own fraction, so over-sampling the harder two-shape scenes changes only the training mix."""
-    world = world_of(c.name)
+    world = world_of(c)
     if c.train_two_shape_fraction >= 0:
         world = dataclasses.replace(world, two_shape_fraction=c.train_two_shape_fraction)
     return world
@@ -55,11 +62,11 @@ def run(context: Context) -> dict:
     for i, scene in enumerate(tqdm(scenes, desc="rendering scenes", unit="img")):
         name = f"images/{i:06d}.png"
         PIL.Image.fromarray(shapes.render(scene)).save(os.path.join(images_dir, f"{i:06d}.png"))
-        rows.append({"image": name, "caption": shapes.caption(scene)})
+        rows.append({"image": name, "caption": shapes.caption(scene), "canvas": canvas_name(scene.canvas)})
     _write_jsonl(context.path(STAGE, "train", "captions.jsonl"), rows)
 
     os.makedirs(context.path(STAGE, "text"), exist_ok=True)
-    corpus = shapes.text_corpus(c.text_docs, seed, world_of(c.name))
+    corpus = shapes.text_corpus(c.text_docs, seed, world_of(c))
     _write_jsonl(context.path(STAGE, "text", "corpus.jsonl"),
                  [{"id": f"doc{i}", "text": t} for i, t in enumerate(corpus)])
 

@@ -20,13 +20,13 @@ from scipy import ndimage
 
 from liquid_jax.data.shapes import (
     COLOURS,
-    GRID_CENTRES,
-    IMAGE_SIZE,
     KINDS,
     POSITIONS,
     SIZES,
     Scene,
     Shape,
+    check_canvas,
+    grid_centres,
     kind_mask,
     parse_caption,
     shape_mask,
@@ -178,15 +178,16 @@ def _scaled_misfit(template: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean((scale * template - target) ** 2))
 
 
-def _nearest_grid_index(coordinate: float) -> int:
-    return int(np.argmin([abs(coordinate - c) for c in GRID_CENTRES]))
+def _nearest_grid_index(coordinate: float, length: int) -> int:
+    return int(np.argmin([abs(coordinate - c) for c in grid_centres(length)]))
 
 
 def read_shape(blob: Blob) -> Shape:
     """The shape a blob shows: the best fitting kind gives the kind, and its box gives
-    size and position."""
+    size and position on the blob's canvas."""
     best = min((fit_kind(blob, kind) for kind in KINDS), key=lambda fit: fit.error)
-    cell = (_nearest_grid_index(best.centre[0]), _nearest_grid_index(best.centre[1]))
+    height, width = blob.mask.shape
+    cell = (_nearest_grid_index(best.centre[0], height), _nearest_grid_index(best.centre[1], width))
     return Shape(
         kind=best.kind,
         colour=nearest_colour(blob.rgb),
@@ -196,11 +197,13 @@ def read_shape(blob: Blob) -> Shape:
 
 
 def read_scene(image: np.ndarray) -> Scene:
-    """The scene a uint8 [64, 64, 3] image shows, as far as pixel analysis can tell."""
+    """The scene a uint8 [height, width, 3] image shows, as far as pixel analysis can tell;
+    its canvas is the image's size."""
     image = np.asarray(image)
-    if image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise ValueError(f"expected an RGB image [{IMAGE_SIZE}, {IMAGE_SIZE}, 3], got shape {image.shape}")
-    return Scene(tuple(read_shape(blob) for blob in find_blobs(image)))
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image [height, width, 3], got shape {image.shape}")
+    canvas = check_canvas(image.shape[:2])
+    return Scene(tuple(read_shape(blob) for blob in find_blobs(image)), canvas)
 
 
 def t2i_accuracy(prompt_scenes: Sequence[Scene], images: Sequence[np.ndarray]) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 from liquid_jax.model.transformer import Transformer
 from liquid_jax.sample.decode_loop import generate_tokens
 from liquid_jax.sample.filters import GREEDY, SamplingParams
-from liquid_jax.sample.image_input import images_to_codes, square_grid
+from liquid_jax.sample.image_input import images_to_codes
 from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE
 from liquid_jax.sample.prompts import (
     caption_prompt,
@@ -45,7 +45,7 @@ def generate_text(
     seed: int = 0,
     images: Sequence[Any] | None = None,
     codec: Any = None,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
     stop_tokens: Sequence[int] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     progress: str | None = None,
@@ -73,7 +73,7 @@ def generate_text(
             raise ValueError("with images, prompts must be question strings (token-id prompts are used as is)")
         codes = images_to_codes(images, codec, image_size)
         rows = [
-            understanding_prompt(vocab, family, c, q, square_grid(c.size)) for c, q in zip(codes, prompts)
+            understanding_prompt(vocab, family, c.reshape(-1), q, c.shape) for c, q in zip(codes, prompts)
         ]
         default_stop = end_of_turn_tokens(vocab, family)
     stop = tuple(default_stop if stop_tokens is None else stop_tokens)
@@ -87,7 +87,7 @@ def caption_images(
     max_new_tokens: int = 64,
     *,
     codec: Any = None,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
     sampling: SamplingParams = GREEDY,
     seed: int = 0,
     size_prefix: bool = False,
@@ -95,10 +95,11 @@ def caption_images(
     progress: str | None = None,
 ) -> TextGeneration:
     """Captions with upstream's ``<boi>`` codes ``<eoi>`` "The caption of this image is:",
-    after the size sentence if the model was trained with it (``size_prefix``)."""
+    after the size sentence if the model was trained with it (``size_prefix``). Images are
+    read as ``images_to_codes`` reads them; the prompt states each one's own grid."""
     codes = images_to_codes(images, codec, image_size)
     per_code = DEFAULT_PIXELS_PER_CODE if codec is None else codec.downsample_factor
-    rows = [caption_prompt(vocab, c, square_grid(c.size), per_code, size_prefix) for c in codes]
+    rows = [caption_prompt(vocab, c.reshape(-1), c.shape, per_code, size_prefix) for c in codes]
     return _run(model, vocab, rows, max_new_tokens, sampling, seed, (vocab.special.eos,), mesh, progress)
 
 
