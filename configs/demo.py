@@ -80,8 +80,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # measured on (liquid_jax.demo.timing): the demo divides by this machine's peak to say how
     # long it expects to take.
     c.stage_cost_gflop = ml_collections.ConfigDict(dict(
-        world=1_200, heldout=16, tokenizer=37, vqgan=48_000, pretokenize=6_700, base_lm=15_000,
-        liquid=92_000, evaluate=2_800, report=80,
+        world=2_100, heldout=10, tokenizer=70, vqgan=63_600, pretokenize=9_500, base_lm=17_300,
+        liquid=109_300, evaluate=6_800, report=210,
     ))
 
     if preset == "smoke":
