@@ -100,6 +100,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         c.liquid.update(steps=8, warmup_steps=2, batch_size=8, seq_len=192, packing_bins=8)
         c.sample.caption_max_tokens = 8
         c.experiments.sizes = ((32, 1), (48, 1))
+        c.stage_cost_gflop.update(world=17, heldout=1, tokenizer=1, vqgan=7_300, pretokenize=400, base_lm=920,
+                                  liquid=620, evaluate=4_600, report=100)
     elif preset:
         raise ValueError(f"unknown preset {preset!r} for demo.py; expected 'smoke' or none")
     return c
