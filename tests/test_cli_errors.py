@@ -76,6 +76,8 @@ def test_user_errors_are_one_line_with_exit_code_2(models, tmp_path):
          "config.data.batch_size 0 is invalid"),
         (("train", f"--config={support.TINY_CONFIG}:smoke", "--workdir=w", "--config.train.stepz=3"),
          "unknown config key 'train.stepz'"),
+        (("demo", "--workdir=d", "--config.liquid.stepz=3"), "unknown config key 'liquid.stepz'"),
+        (("demo", "--workdir=d", "--config.world.canvases=((64, 48),)"), "canvas (64, 48) must be"),
     ]
     for args, message in cases:
         done = cli(*args, cwd=tmp_path)

@@ -26,10 +26,11 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os
                               "configs", "demo.py")
 
 # The demo's flags live in their own FlagValues so that parse_flags can check --config.*
-# overrides itself and name the nearest valid keys.
+# overrides itself and name the nearest valid keys. The config flag has no default: a default
+# file is read (with the command line's overrides) as the flag is defined, before any check.
 FLAGS = flags.FlagValues()
-_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "demo config file (configs/demo.py[:smoke])",
-                                          flag_values=FLAGS)
+_CONFIG = config_flags.DEFINE_config_file("config", None, f"demo config file (default {DEFAULT_CONFIG}; "
+                                          "configs/demo.py:smoke is the seconds-long preset)", flag_values=FLAGS)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for every stage's outputs and the report",
                                flag_values=FLAGS)
 _STAGE = flags.DEFINE_enum("stage", None, list(STAGE_NAMES), "re-run only this stage (earlier ones must be done)",
@@ -42,7 +43,12 @@ _EXPERIMENT = flags.DEFINE_enum("experiment", None, list(experiments.EXPERIMENTS
 def parse_flags(argv: list[str]) -> list[str]:
     """Parses the demo's flags (``liquid-jax`` calls this); an unknown --config.* key exits
     naming the nearest valid keys."""
-    train_config.check_overrides(argv)
+    if not any(arg == "--config" or arg.startswith("--config=") for arg in argv):
+        argv = [argv[0], f"--config={DEFAULT_CONFIG}", *argv[1:]]
+    try:
+        train_config.check_overrides(argv)
+    except ValueError as e:
+        raise UserError(str(e)) from e
     rest = FLAGS(argv)
     if FLAGS["workdir"].value is None:
         raise UserError("--workdir is required")
