@@ -1,7 +1,7 @@
 """Speculative Jacobi decoding against token-by-token decoding, in the same run.
 
-(a) The built-in default's Liquid model at its 8x8 grid, on its 64 held-out prompts:
-    with its evaluation settings (cfg 1.5, temperature 1, top-k 1) and with sampling
+(a) The built-in default's Liquid model at its grid (4x4 codes), on its 64 held-out prompts:
+    with its evaluation settings (cfg 1.5, top-k 1: greedy) and with sampling
     (cfg 1.5, temperature 1, top-k 64); forward passes per image, codes committed per
     forward (mean and histogram), image tokens/s at batch 1 and 4 for L in {4, 8, 16, 32}
     against the plain sampler, and the checker's text-to-image accuracy of both.

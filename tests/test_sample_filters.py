@@ -10,7 +10,10 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from liquid_jax.sample.filters import SamplingParams, choose_tokens, filter_logits, top_k_filter, top_p_filter
+from liquid_jax.sample.filters import (
+    GREEDY, SamplingParams, choose_tokens, filter_logits, top_k_filter, top_p_filter,
+)
+from liquid_jax.sample.lm_sampling import sampling_params
 
 
 def _logits(seed: int, rows: int = 6, vocab: int = 300, ties: bool = False) -> np.ndarray:
@@ -86,6 +89,17 @@ def test_greedy_is_argmax_and_seeded_sampling_repeats():
     a = choose_tokens(logits, jax.random.key(5), params)
     b = choose_tokens(logits, jax.random.key(5), params)
     np.testing.assert_array_equal(a, b)
+
+
+def test_top_k_one_is_greedy_and_still_validated():
+    """Top-k 1 keeps only the arg-max (distinct logits), so the user-facing settings take the greedy path."""
+    logits = _logits(3, rows=6, vocab=40)
+    top1 = SamplingParams(temperature=0.7, top_k=1, top_p=0.9)
+    np.testing.assert_array_equal(choose_tokens(logits, jax.random.key(1), top1), logits.argmax(-1))
+    assert sampling_params(0.7, 1, 0.9) is GREEDY and sampling_params(0.0, 64, 1.0) is GREEDY
+    assert not sampling_params(0.7, 2, 0.9).greedy
+    with pytest.raises(ValueError, match="temperature"):
+        sampling_params(-1.0, 1, 1.0)
 
 
 @pytest.mark.parametrize("bad", [dict(temperature=0.0), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5)])

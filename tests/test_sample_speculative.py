@@ -134,10 +134,11 @@ def test_greedy_codes_equal_token_by_token_decoding_on_a_full_grid():
     rows, vocab = _guided_rows(), (TEXT_VOCAB, TEXT_VOCAB + 64)
     top1 = SamplingParams(temperature=0.99, top_k=1, top_p=0.96)  # upstream's filters with top-k 1
     plain = generate_tokens(model, rows, 1024, sampling=top1, vocab_range=vocab, guidance_scale=3.0).tokens
-    for window, coupling in ((8, "gumbel"), (3, "maximal")):
-        fast = generate_speculative(model, rows, 1024, window=window, sampling=top1, vocab_range=vocab,
+    # GREEDY: the path without random numbers that sampling_params takes for top-k 1.
+    for window, coupling, sampling in ((8, "gumbel", top1), (3, "maximal", top1), (8, "gumbel", GREEDY)):
+        fast = generate_speculative(model, rows, 1024, window=window, sampling=sampling, vocab_range=vocab,
                                     guidance_scale=3.0, coupling=coupling)
-        np.testing.assert_array_equal(fast.tokens, plain[:3], err_msg=f"L={window} {coupling}")
+        np.testing.assert_array_equal(fast.tokens, plain[:3], err_msg=f"L={window} {coupling} {sampling}")
         assert (fast.forwards < 1024).all()
 
 

@@ -18,10 +18,12 @@ from liquid_jax.sample.text import TextGeneration, caption_images as _caption, g
 
 
 def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingParams:
-    """Greedy for ``temperature == 0``, otherwise sampling with the given filters."""
+    """Greedy for ``temperature == 0`` or ``top_k == 1`` (the arg-max either way; greedy
+    skips the filters and the random numbers), otherwise sampling with the given filters."""
     if temperature == 0:
         return GREEDY
-    return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    return GREEDY if top_k == 1 else params
 
 
 def _check_codec(lm: Any, codec: Any) -> None:

@@ -159,6 +159,8 @@ def _redraft(state: SpeculativeState, old_count, new_count, old_drafts, old_prop
     j = jnp.arange(window - 1)
     codes = new_count[:, None] + j  # [B, L - 1]
     source = jnp.minimum(codes - old_count[:, None], window - 1)  # window output behind each
+    if plan.sampling.greedy:  # every coupling of one-hot proposals drafts their arg-max
+        return jnp.take_along_axis(jnp.argmax(target, axis=-1).astype(jnp.int32), source, axis=1), old_proposals
     proposals = jnp.take_along_axis(target, source[..., None], axis=1)
     if plan.coupling == "gumbel":
         return _gumbel_draw(_keys(state, codes, _GUMBEL), proposals), proposals
@@ -182,6 +184,11 @@ def _write(buffer: jax.Array, block: jax.Array, start: jax.Array) -> jax.Array:
 def _verify(state: SpeculativeState, target: jax.Array, plan: SpeculativePlan):
     """(codes to commit [B, L], how many) from this iteration's targets [B, L, V]."""
     window, n = plan.window, state.count
+    if plan.sampling.greedy:
+        # p and q one-hot: a draft is accepted iff it is the arg-max, and the residual at
+        # the first rejection (or the bonus) is the arg-max there, so no randomness is drawn.
+        best = jnp.argmax(target, axis=-1).astype(jnp.int32)
+        return best, jnp.sum(jnp.cumprod(state.drafts == best[:, :-1], axis=1), axis=1) + 1
     codes = n[:, None] + jnp.arange(window)
     drafted = target[:, : window - 1]
     ratio_u = jax.vmap(jax.vmap(jax.random.uniform))(_keys(state, codes[:, :-1], _ACCEPT))
