@@ -135,15 +135,15 @@ def test_boost_mixes_add_data_to_one_task_only():
 
 
 def test_two_shape_oversampling_changes_the_training_scenes_only():
-    from liquid_jax.data import shapes
     from liquid_jax.demo import world as world_stage
+    from liquid_jax.shapes.world import sample_scenes
 
     c = load_config_file(CONFIG).world
     own = world_stage.world_of(c)
     c.train_two_shape_fraction = -1.0
     assert world_stage.training_world(c) == own
     c.train_two_shape_fraction = 0.6
-    scenes = shapes.sample_scenes(2000, "train", 0, world_stage.training_world(c))
+    scenes = sample_scenes(2000, "train", 0, world_stage.training_world(c))
     two = sum(len(s.shapes) == 2 for s in scenes) / len(scenes)
     # Training scenes with a held-out (colour, kind) pair are redrawn, two-shape ones more often.
     kept = 1 - len(own.heldout_pairs) / (len(own.colours) * len(own.kinds))
