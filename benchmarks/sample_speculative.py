@@ -40,9 +40,9 @@ from liquid_jax import machine  # noqa: E402
 from liquid_jax.demo import heldout, liquid_stage, vqgan_stage  # noqa: E402
 from liquid_jax.demo.pipeline import run_demo  # noqa: E402
 from liquid_jax.demo.stages import Context  # noqa: E402
-from liquid_jax.eval import shapes as shapes_eval  # noqa: E402
 from liquid_jax.sample.images import generate_image_codes  # noqa: E402
 from liquid_jax.sample.lm_sampling import sampling_params  # noqa: E402
+from liquid_jax.shapes import checker  # noqa: E402
 
 SETTINGS = {
     "eval": dict(cfg=1.5, temperature=1.0, top_k=1, top_p=1.0),
@@ -90,7 +90,7 @@ def measure(lm, prompts, settings, windows, grid, batches, codec=None):
                "identical_to_plain": bool(np.array_equal(full.codes, plain_full.codes))}
         if codec is not None:
             images = codec.decode(full.codes, grid=grid)
-            row["t2i_accuracy"] = shapes_eval.t2i_accuracy(heldout.scenes_of(list(prompts)), list(images))
+            row["t2i_accuracy"] = checker.t2i_accuracy(heldout.scenes_of(list(prompts)), list(images))
         for batch in batches:
             _, seconds = timed_run(lm, prompts[:batch], settings, window, grid)
             row[f"image_tokens_per_s_batch{batch}"] = batch * codes_per_image / seconds

@@ -2,27 +2,41 @@
 
   liquid-jax demo --workdir=/tmp/demo                                 # prints its expected time first
   liquid-jax demo --workdir=/tmp/smoke --config=configs/demo.py:smoke  # seconds
-  liquid-jax demo --workdir=/tmp/demo --config.liquid.steps=3000      # any key can be overridden
+  liquid-jax demo --workdir=/tmp/demo --config.liquid.train.steps=3000  # any key can be overridden
 
 Sections: ``world`` (data sizes), ``tokenizer``, ``vqgan`` (a ``train-vqgan`` config:
-configs/vqgan_tiny.py adapted to the world), ``model`` (the base Gemma's sizes),
-``base`` (text pre-training run), ``liquid`` (mixed training run), ``sample``
+configs/vqgan_tiny.py adapted to the world), ``model`` (the base Gemma's sizes), ``base``
+(the text pre-training run) and ``liquid`` (the mixed training run), both ``liquid-jax
+train`` configs, ``liquid_mix`` (the weights of the Liquid run's data sources), ``sample``
 (evaluation sampling) and ``experiments``.
+
+In ``base`` and ``liquid`` the stages fill in what they make: ``model`` (this config keeps
+the dtypes; the architecture is ``model``'s sizes, or the base LM's for Liquid),
+``tokenizer``, ``data.sources``, ``data.codebook_size`` and ``init``. Their ``train.seed``
+and ``data.seed`` follow ``seed``, and ``checkpoint.every`` follows ``train.steps`` (one
+checkpoint, at the end), unless they are set themselves.
 """
 
 import os
 
 import ml_collections
 
-from liquid_jax.train.config import load_config_file
+from liquid_jax.train.config import load_config_file, train_config
 
 
-def _run(**fields) -> ml_collections.ConfigDict:
-    run = dict(steps=300, batch_size=16, seq_len=256, packing_bins=32, learning_rate=3e-3,
-               warmup_steps=20, end_lr_fraction=0.05, weight_decay=0.0,
-               text_weight=1.0, image_weight=0.0, t2i_ratio=0.5, cfg_drop=0.1)
-    run.update(fields)
-    return ml_collections.ConfigDict(run)
+def _run(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+    """A trainer config for one of the demo's runs: float32, one read thread, the whole
+    vocabulary in one loss chunk, a log line every step."""
+    run = train_config(ml_collections.ConfigDict())
+    run.model.dtype = "float32"
+    run.data.update(seq_len=256, batch_size=16, packing_bins=32, read_threads=1)
+    run.data.seed = c.get_ref("seed").identity()
+    run.optimizer.update(learning_rate=3e-3, warmup_steps=20, end_lr_fraction=0.05)
+    run.train.update(steps=steps, loss_chunk_size=0, log_every=1)
+    run.train.seed = c.get_ref("seed").identity()
+    run.checkpoint.update(keep=1, use_async=False)
+    run.checkpoint.every = run.train.get_ref("steps").identity()
+    return run
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
@@ -57,12 +71,17 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         d_model=128, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32, mlp_dim=512,
     ))
-    c.base = _run(steps=150)
+    c.base = _run(c, steps=150)
+    c.liquid = _run(c, steps=2000)
     # Batch 8: on a 2-core CPU twice the tokens per second of batch 16, so twice the steps.
-    # Four in five image pairs are text-to-image and text weighs half what it did (1 : 5 -> 0.5 : 5):
-    # t2i_accuracy 0.797 -> 0.844 at 2000 steps, captions 0.953 -> 0.969, text ratio 0.946.
-    c.liquid = _run(steps=2000, batch_size=8, learning_rate=3e-3, warmup_steps=30, text_weight=0.5,
-                    image_weight=5.0, t2i_ratio=0.8, cfg_drop=0.1)
+    # Image sequences state their size (several canvases are several grids).
+    c.liquid.data.update(batch_size=8, t2i_ratio=0.8, cfg_drop=0.1, size_prefix=True)
+    c.liquid.optimizer.warmup_steps = 30
+    # The Liquid run's data.sources: text documents and image pairs with these weights (0
+    # leaves a source out). Four in five image pairs are text-to-image (liquid.data.t2i_ratio)
+    # and text weighs half what it did (1 : 5 -> 0.5 : 5): t2i_accuracy 0.797 -> 0.844 at
+    # 2000 steps, captions 0.953 -> 0.969, text ratio 0.946.
+    c.liquid_mix = ml_collections.ConfigDict(dict(text_weight=0.5, image_weight=5.0))
     # Top-k 1: each prompt of this world has exactly one right image. Mild guidance: with 25%
     # two-shape training pairs and 3600 steps t2i_accuracy is 0.797 / 0.797 / 0.0 at cfg
     # 1 / 1.5 / 3 (strong guidance pushes this small model off its image distribution).
@@ -96,8 +115,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         c.vqgan.model.update(ch=8, ch_mult=(1, 1, 2, 4), z_channels=8, embed_dim=8, n_embed=32, num_groups=4)
         c.model.update(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, mlp_dim=64)
         # Batch 8: divisible by the 8 fake CPU devices the tests run on.
-        c.base.update(steps=8, warmup_steps=2, batch_size=8, seq_len=128, packing_bins=8)
-        c.liquid.update(steps=8, warmup_steps=2, batch_size=8, seq_len=192, packing_bins=8)
+        for run, seq_len in ((c.base, 128), (c.liquid, 192)):
+            run.train.steps = 8
+            run.optimizer.warmup_steps = 2
+            run.data.update(batch_size=8, seq_len=seq_len, packing_bins=8)
         c.sample.caption_max_tokens = 8
         c.experiments.sizes = ((32, 1), (48, 1))
         c.stage_cost_gflop.update(world=17, heldout=1, tokenizer=1, vqgan=7_300, pretokenize=400, base_lm=920,

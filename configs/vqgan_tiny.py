@@ -1,4 +1,5 @@
-"""A tiny VQGAN for 64x64 synthetic shape images: trains on 2 CPU cores in minutes.
+"""A tiny VQGAN for the shapes world's 64x64 renders (``liquid_jax.shapes``): trains on 2 CPU
+cores in minutes.
 
   liquid-jax train-vqgan --config=configs/vqgan_tiny.py --workdir=/tmp/vqgan_tiny
 

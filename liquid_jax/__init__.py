@@ -14,7 +14,8 @@ functions too (``tests/test_layering.py``):
                                          training-state checkpoints (it reads model configs,
                                          so it sits above model and tokenizer)
   5  convert, codec                      other formats <-> ours; images <-> codes
-  6  data                                pre-tokenization, sequences, the input pipeline
+  6  data, shapes                        pre-tokenization, sequences, the input pipeline; the
+                                         shapes world (scenes, captions, corpus, checker)
   7  train, sample                       training and its plan; generation
   8  api                                 ``load`` and ``load_vqgan``: a model from any checkpoint
   9  eval                                benchmarks, metrics, reports
@@ -44,7 +45,7 @@ LAYERS = (
     ("tokenizer",),
     ("checkpoint",),
     ("convert", "codec"),
-    ("data",),
+    ("data", "shapes"),
     ("train", "sample"),
     ("api",),
     ("eval",),

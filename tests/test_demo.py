@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from liquid_jax.demo import evaluate, experiments, heldout
+from liquid_jax.demo import evaluate, experiments, heldout, liquid_stage, training
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import DONE_FILE, Context, read_record
 from liquid_jax.train.config import load_config_file
@@ -122,12 +122,24 @@ def test_a_rerun_skips_finished_stages_and_stage_redoes_one(demo):
         run_demo(context, only="no_such_stage")
 
 
+def test_runs_are_trainer_configs_that_follow_the_demo_seed_and_their_steps_unless_set():
+    config = load_config_file(CONFIG)
+    config.seed, config.liquid.train.steps, config.base.train.seed = 3, 3000, 7
+    assert (config.liquid.train.seed, config.liquid.data.seed, config.liquid.checkpoint.every) == (3, 3, 3000)
+    assert (config.base.train.seed, config.base.data.seed, config.seed) == (7, 3, 3)
+    trainer = training.trainer_config(config.liquid, {"d_model": 8, "num_image_codes": 32, "dtype": "bfloat16"},
+                                      "tokenizer.model", [])
+    assert trainer.model.to_dict() == {"d_model": 8, "num_image_codes": 32, "dtype": "float32",
+                                       "param_dtype": "float32"}
+    assert trainer.data.codebook_size == 32 and trainer.train.seed == 3 and trainer.tokenizer == "tokenizer.model"
+
+
 def test_boost_mixes_add_data_to_one_task_only():
-    liquid = load_config_file(CONFIG).liquid
-    mixes = experiments.boost_mixes(liquid, extra=2.0)
+    config = load_config_file(CONFIG)
+    mixes = experiments.boost_mixes(liquid_stage.LiquidRun(config.liquid, config.liquid_mix), extra=2.0)
     base = mixes["baseline"]
-    caption_share = lambda r: r.image_weight * (1 - r.t2i_ratio)  # noqa: E731
-    t2i_share = lambda r: r.image_weight * r.t2i_ratio  # noqa: E731
+    caption_share = lambda r: r.mix.image_weight * (1 - r.train.data.t2i_ratio)  # noqa: E731
+    t2i_share = lambda r: r.mix.image_weight * r.train.data.t2i_ratio  # noqa: E731
     assert caption_share(mixes["+ t2i data"]) == pytest.approx(caption_share(base))
     assert t2i_share(mixes["+ t2i data"]) == pytest.approx(t2i_share(base) + 2.0)
     assert t2i_share(mixes["+ caption data"]) == pytest.approx(t2i_share(base))
@@ -135,15 +147,15 @@ def test_boost_mixes_add_data_to_one_task_only():
 
 
 def test_two_shape_oversampling_changes_the_training_scenes_only():
-    from liquid_jax.data import shapes
     from liquid_jax.demo import world as world_stage
+    from liquid_jax.shapes.world import sample_scenes
 
     c = load_config_file(CONFIG).world
     own = world_stage.world_of(c)
     c.train_two_shape_fraction = -1.0
     assert world_stage.training_world(c) == own
     c.train_two_shape_fraction = 0.6
-    scenes = shapes.sample_scenes(2000, "train", 0, world_stage.training_world(c))
+    scenes = sample_scenes(2000, "train", 0, world_stage.training_world(c))
     two = sum(len(s.shapes) == 2 for s in scenes) / len(scenes)
     # Training scenes with a held-out (colour, kind) pair are redrawn, two-shape ones more often.
     kept = 1 - len(own.heldout_pairs) / (len(own.colours) * len(own.kinds))

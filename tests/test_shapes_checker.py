@@ -9,7 +9,15 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from liquid_jax.data.shapes import (
+from liquid_jax.shapes.captions import caption
+from liquid_jax.shapes.checker import (
+    attribute_accuracy,
+    caption_accuracy,
+    qa_accuracy,
+    read_scene,
+    t2i_accuracy,
+)
+from liquid_jax.shapes.world import (
     COLOURS,
     KINDS,
     POSITIONS,
@@ -17,16 +25,8 @@ from liquid_jax.data.shapes import (
     Scene,
     Shape,
     World,
-    caption,
     render,
     sample_scenes,
-)
-from liquid_jax.eval.shapes import (
-    attribute_accuracy,
-    caption_accuracy,
-    qa_accuracy,
-    read_scene,
-    t2i_accuracy,
 )
 
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from liquid_jax.data import shapes as world_lib
-from liquid_jax.data.shapes import (
+from liquid_jax.shapes import world as world_lib
+from liquid_jax.shapes.captions import caption, parse_caption, qa_pairs
+from liquid_jax.shapes.corpus import text_corpus
+from liquid_jax.shapes.world import (
     COLOURS,
     GRID_CENTRES,
     KINDS,
@@ -17,12 +19,8 @@ from liquid_jax.data.shapes import (
     Scene,
     Shape,
     World,
-    caption,
-    parse_caption,
-    qa_pairs,
     render,
     sample_scenes,
-    text_corpus,
 )
 
 

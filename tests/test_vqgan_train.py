@@ -205,7 +205,7 @@ def test_smoke_training_writes_metrics_images_checkpoints_and_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_preset_learns_shapes(tmp_path):
-    """The acceptance run: configs/vqgan_tiny.py on 512 synthetic 64x64 shape images."""
+    """The acceptance run: configs/vqgan_tiny.py on 512 renders of the shapes world."""
     final = train(vqgan_trainer_config(""), str(tmp_path / "tiny"))
     assert final["eval_psnr"] >= 25.0, final
     assert final["eval_codes_used"] >= 0.5, final

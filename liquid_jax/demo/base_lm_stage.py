@@ -25,16 +25,14 @@ def model_fields(context: Context, model: ml_collections.ConfigDict) -> ml_colle
     vocab = SentencePieceTokenizer(tokenizer_stage.tokenizer_path(context)).vocab_size
     sizes = model.to_dict()
     return model_config_dict("gemma", text_vocab_size=vocab, num_image_codes=0,
-                             max_position_embeddings=2 * context.config.base.seq_len, **sizes)
+                             max_position_embeddings=2 * context.config.base.data.seq_len, **sizes)
 
 
 def train_base(context: Context, stage: str, model: ml_collections.ConfigDict) -> dict:
     """Pre-trains a base LM of sizes ``model`` in ``<stage>/`` and exports ``<stage>/hf``."""
     source = {"name": "text", "path": pretokenize_stage.text_shards(context), "kind": "text", "weight": 1.0}
-    config = training.run_config(
-        model_fields(context, model), context.config.base, tokenizer_stage.tokenizer_path(context),
-        [source], context.config.seed,
-    )
+    config = training.trainer_config(context.config.base, model_fields(context, model).to_dict(),
+                                     tokenizer_stage.tokenizer_path(context), [source])
     workdir = context.path(stage, training.TRAIN_DIR)
     result = training.train(config, workdir)
     export.export(workdir, hf_path(context, stage), to="hf", overwrite=True)

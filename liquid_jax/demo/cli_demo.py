@@ -16,7 +16,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from liquid_jax.demo import experiments
+from liquid_jax.demo import experiments, training
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import Context
 from liquid_jax.errors import UserError
@@ -42,7 +42,7 @@ _EXPERIMENT = flags.DEFINE_enum("experiment", None, list(experiments.EXPERIMENTS
 
 def parse_flags(argv: list[str]) -> list[str]:
     """Parses the demo's flags (``liquid-jax`` calls this); an unknown --config.* key exits
-    naming the nearest valid keys."""
+    naming the nearest valid keys, an invalid setting of a training run naming its key."""
     if not any(arg == "--config" or arg.startswith("--config=") for arg in argv):
         argv = [argv[0], f"--config={DEFAULT_CONFIG}", *argv[1:]]
     try:
@@ -52,6 +52,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     if FLAGS["workdir"].value is None:
         raise UserError("--workdir is required")
+    training.validate(_CONFIG.value)
     flags.FLAGS.mark_as_parsed()
     return rest
 

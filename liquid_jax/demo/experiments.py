@@ -6,7 +6,7 @@
   text-to-image and caption accuracy are measured.
 * mutual_boost (the paper's Table 5): from the demo's base LM (its ``base_lm`` stage), a baseline mixture, the
   baseline plus extra text-to-image data, and the baseline plus extra caption data. The
-  extra data is ``experiments.extra_weight`` more image-pair sampling weight, all of it
+  extra data is ``experiments.extra_weight`` more image-pair weight (``liquid_mix``), all of it
   used as text-to-image (resp. captioning) examples, so the other task's share of
   examples stays as in the baseline; every run has the same number of steps.
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import ml_collections
 
 from liquid_jax.demo import base_lm_stage, evaluate, liquid_stage
 from liquid_jax.demo.pipeline import STAGES
 from liquid_jax.demo.stages import Context, Stage, read_record, run_stages
+from liquid_jax.errors import UserError
 
 EXPERIMENTS = ("scaling", "mutual_boost")
 DATA_STAGES = ("world", "heldout", "tokenizer", "vqgan", "pretokenize")
@@ -31,39 +31,38 @@ METRICS = ("text_ppl_liquid", "t2i_accuracy", "caption_accuracy", "unseen_t2i_ac
            "unseen_caption_accuracy")
 
 
-def _liquid_run(context: Context, stage: str, base_stage: str, run: ml_collections.ConfigDict) -> dict:
+def _liquid_run(context: Context, stage: str, base_stage: str, run: liquid_stage.LiquidRun) -> dict:
     """Trains a Liquid model from ``base_stage``'s export, evaluates it, returns metrics."""
     trained = liquid_stage.train_liquid(context, stage, base_lm_stage.hf_path(context, base_stage), run)
     metrics, _ = evaluate.liquid_metrics(context, trained["model"])
     return {**metrics, "final_loss": trained["final_loss"]}
 
 
-def scaling_mixes(liquid: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+def _with_mix(run: liquid_stage.LiquidRun, t2i_ratio: float, **weights: float) -> liquid_stage.LiquidRun:
+    """``run`` with another ``data.t2i_ratio`` and source weights."""
+    train, mix = run.train.copy_and_resolve_references(), run.mix.copy_and_resolve_references()
+    train.data.t2i_ratio = t2i_ratio
+    mix.update(weights)
+    return liquid_stage.LiquidRun(train, mix)
+
+
+def scaling_mixes(run: liquid_stage.LiquidRun) -> dict[str, liquid_stage.LiquidRun]:
     """The three data mixes of the scaling experiment, otherwise like the demo's run."""
-    mixes = {}
-    for name, text, image in (("mixed", liquid.text_weight, liquid.image_weight),
-                              ("text-only", liquid.text_weight, 0.0), ("image-only", 0.0, liquid.image_weight)):
-        run = liquid.copy_and_resolve_references()
-        run.text_weight, run.image_weight = text, image
-        mixes[name] = run
-    return mixes
+    text, image, ratio = run.mix.text_weight, run.mix.image_weight, run.train.data.t2i_ratio
+    return {name: _with_mix(run, ratio, text_weight=t, image_weight=i)
+            for name, t, i in (("mixed", text, image), ("text-only", text, 0.0), ("image-only", 0.0, image))}
 
 
-def boost_mixes(liquid: ml_collections.ConfigDict, extra: float) -> dict[str, ml_collections.ConfigDict]:
+def boost_mixes(run: liquid_stage.LiquidRun, extra: float) -> dict[str, liquid_stage.LiquidRun]:
     """Baseline, + extra text-to-image, + extra caption data (see the module docstring)."""
-    w, ratio = liquid.image_weight, liquid.t2i_ratio
+    w, ratio = run.mix.image_weight, run.train.data.t2i_ratio
     if w <= 0:
-        raise ValueError("mutual_boost needs liquid.image_weight > 0")
-    mixes = {}
-    for name, weight, t2i_ratio in (
+        raise UserError("mutual_boost needs liquid_mix.image_weight > 0 (--config.liquid_mix.image_weight=...)")
+    return {name: _with_mix(run, t2i_ratio, image_weight=weight) for name, weight, t2i_ratio in (
         ("baseline", w, ratio),
         ("+ t2i data", w + extra, (w * ratio + extra) / (w + extra)),
         ("+ caption data", w + extra, w * ratio / (w + extra)),
-    ):
-        run = liquid.copy_and_resolve_references()
-        run.image_weight, run.t2i_ratio = weight, t2i_ratio
-        mixes[name] = run
-    return mixes
+    )}
 
 
 def _slug(text: str) -> str:
@@ -81,7 +80,7 @@ def _scaling_stages(context: Context, root: str) -> list[tuple[dict, Stage]]:
         base = f"{size_dir}/base"
         rows.append((None, Stage(base, f"base LM d_model={d_model} layers={layers}",
                                  lambda c, s=sizes, st=base: base_lm_stage.train_base(c, st, s))))
-        for mix, run in scaling_mixes(context.config.liquid).items():
+        for mix, run in scaling_mixes(liquid_stage.demo_run(context)).items():
             stage = f"{size_dir}/{_slug(mix)}"
             label = {"d_model": d_model, "layers": layers, "mix": mix}
             rows.append((label, Stage(stage, f"Liquid {mix} at d_model={d_model}",
@@ -90,11 +89,12 @@ def _scaling_stages(context: Context, root: str) -> list[tuple[dict, Stage]]:
 
 
 def _boost_stages(context: Context, root: str) -> list[tuple[dict, Stage]]:
-    mixes = boost_mixes(context.config.liquid, context.config.experiments.extra_weight)
+    mixes = boost_mixes(liquid_stage.demo_run(context), context.config.experiments.extra_weight)
     rows = []
     for mix, run in mixes.items():
         stage = f"{root}/{_slug(mix)}"
-        label = {"mixture": mix, "image_weight": round(run.image_weight, 3), "t2i_ratio": round(run.t2i_ratio, 3)}
+        label = {"mixture": mix, "image_weight": round(run.mix.image_weight, 3),
+                 "t2i_ratio": round(run.train.data.t2i_ratio, 3)}
         rows.append((label, Stage(stage, f"Liquid {mix}",
                                   lambda c, st=stage, r=run: _liquid_run(c, st, base_lm_stage.STAGE, r))))
     return rows

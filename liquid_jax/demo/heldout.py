@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from liquid_jax.data import shapes
 from liquid_jax.demo import world as world_stage
 from liquid_jax.demo.stages import Context
+from liquid_jax.eval.shapes_metrics import HeldOut
+from liquid_jax.shapes.captions import caption, parse_caption
+from liquid_jax.shapes.corpus import text_corpus
+from liquid_jax.shapes.world import CANVAS, Scene, canvas_name, sample_scenes
 
 STAGE = "heldout"
 EVAL_FILE = "eval.json"
@@ -30,15 +33,15 @@ def run(context: Context) -> dict:
     seed = context.config.seed
     with open(context.path(world_stage.STAGE, "train", "captions.jsonl"), encoding="utf-8") as f:
         trained = {(row["caption"], row["canvas"]) for row in map(json.loads, f)}
-    scenes = shapes.sample_scenes(c.eval_prompts, "train", seed + _PROMPT_SEED, world)
-    novel = shapes.sample_scenes(c.eval_prompts, "heldout", seed + _NOVEL_SEED, world)
+    scenes = sample_scenes(c.eval_prompts, "train", seed + _PROMPT_SEED, world)
+    novel = sample_scenes(c.eval_prompts, "heldout", seed + _NOVEL_SEED, world)
     evaluation = {
-        "prompts": [shapes.caption(s) for s in scenes],
+        "prompts": [caption(s) for s in scenes],
         "canvases": [list(s.canvas) for s in scenes],
-        "seen": [(shapes.caption(s), world_stage.canvas_name(s.canvas)) in trained for s in scenes],
-        "novel_pair_prompts": [shapes.caption(s) for s in novel],
+        "seen": [(caption(s), canvas_name(s.canvas)) in trained for s in scenes],
+        "novel_pair_prompts": [caption(s) for s in novel],
         "novel_pair_canvases": [list(s.canvas) for s in novel],
-        "text": shapes.text_corpus(c.eval_text_docs, seed + _TEXT_SEED, world),
+        "text": text_corpus(c.eval_text_docs, seed + _TEXT_SEED, world),
     }
     with open(context.path(STAGE, EVAL_FILE), "w") as f:
         json.dump(evaluation, f, indent=1)
@@ -52,26 +55,25 @@ def load_eval(context: Context) -> dict:
         return json.load(f)
 
 
-def scenes_of(captions: Sequence[str], canvases: Sequence[Sequence[int]] | None = None) -> list[shapes.Scene]:
+def scenes_of(captions: Sequence[str], canvases: Sequence[Sequence[int]] | None = None) -> list[Scene]:
     """Scenes of canonical captions (as written by this stage) on their canvases (the
     default canvas when None)."""
-    canvases = [shapes.CANVAS] * len(captions) if canvases is None else [tuple(c) for c in canvases]
-    scenes = [shapes.parse_caption(t, canvas) for t, canvas in zip(captions, canvases, strict=True)]
+    canvases = [CANVAS] * len(captions) if canvases is None else [tuple(c) for c in canvases]
+    scenes = [parse_caption(t, canvas) for t, canvas in zip(captions, canvases, strict=True)]
     bad = [t for t, s in zip(captions, scenes) if s is None]
     if bad:
         raise ValueError(f"not captions of the shapes world: {bad[:3]}")
     return scenes
 
 
-def prompt_scenes(evaluation: dict, part: str = "prompts") -> list[shapes.Scene]:
-    """The scenes of ``part`` ("prompts" or "novel_pair_prompts") of ``load_eval``'s result."""
-    canvases = evaluation["canvases" if part == "prompts" else "novel_pair_canvases"]
-    return scenes_of(evaluation[part], canvases)
-
-
-def by_canvas(scenes: Sequence[shapes.Scene]) -> dict[tuple[int, int], list[int]]:
-    """Indices of ``scenes`` grouped by canvas, canvases in sorted order."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, scene in enumerate(scenes):
-        groups.setdefault(scene.canvas, []).append(i)
-    return dict(sorted(groups.items()))
+def held_out(context: Context) -> HeldOut:
+    """The held-out prompts (with their scenes) and text written by this stage."""
+    evaluation = load_eval(context)
+    return HeldOut(
+        prompts=evaluation["prompts"],
+        scenes=scenes_of(evaluation["prompts"], evaluation["canvases"]),
+        seen=evaluation["seen"],
+        novel_prompts=evaluation["novel_pair_prompts"],
+        novel_scenes=scenes_of(evaluation["novel_pair_prompts"], evaluation["novel_pair_canvases"]),
+        texts=evaluation["text"],
+    )

@@ -1,4 +1,6 @@
-"""What the base-LM and Liquid stages share: a trainer config for a demo run, and running it."""
+"""What the base-LM and Liquid stages share: their trainer configs (the demo config's
+``base`` and ``liquid``, checked before anything runs) with the fields a stage decides
+filled in, and running them."""
 
 from __future__ import annotations
 
@@ -7,41 +9,45 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from liquid_jax.errors import UserError
 from liquid_jax.train import config as train_config_lib
 from liquid_jax.train import trainer
 from liquid_jax.train.metrics import JSONL_NAME
 
 TRAIN_DIR = "train"
+RUNS = ("base", "liquid")
+MIX_WEIGHTS = ("text_weight", "image_weight")
 
 
-def run_config(
-    model: ml_collections.ConfigDict,
-    run: ml_collections.ConfigDict,
-    tokenizer: str,
-    sources: Sequence[dict[str, Any]],
-    seed: int,
+def check_mix(mix: ml_collections.ConfigDict) -> None:
+    """Raises UserError naming the ``liquid_mix`` key of a weight that is not a number >= 0,
+    or when no weight is above 0."""
+    for key in MIX_WEIGHTS:
+        value = mix[key]
+        train_config_lib.check_value(train_config_lib.finite(value) and value >= 0, f"liquid_mix.{key}", value,
+                                     "a number >= 0")
+    if not any(mix[key] > 0 for key in MIX_WEIGHTS):
+        raise UserError("a Liquid run needs liquid_mix.text_weight > 0 or liquid_mix.image_weight > 0")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises UserError naming the demo config's key (``liquid.data.batch_size``) of the
+    first invalid setting of its trainer configs and of ``liquid_mix``."""
+    for section in RUNS:
+        train_config_lib.validate(config[section], section)
+    check_mix(config.liquid_mix)
+
+
+def trainer_config(
+    run: ml_collections.ConfigDict, model: dict[str, Any], tokenizer: str, sources: Sequence[dict[str, Any]]
 ) -> ml_collections.ConfigDict:
-    """A trainer config: ``model`` fields, ``run`` (steps, batch, lr, data mix), sources."""
-    config = train_config_lib.train_config(model)
-    config.model.dtype = "float32"
+    """``run`` (a trainer config of the demo) for a model of these config fields, with the
+    demo's ``tokenizer`` and data ``sources``; ``run.model`` keeps its dtypes."""
+    config = run.copy_and_resolve_references()
+    config.model = ml_collections.ConfigDict({**model, **config.model.to_dict()})
+    config.data.codebook_size = config.model.num_image_codes
     config.tokenizer = tokenizer
     config.data.sources = tuple(sources)
-    config.data.seq_len = run.seq_len
-    config.data.batch_size = run.batch_size
-    config.data.packing_bins = run.packing_bins
-    config.data.read_threads = 1
-    config.data.seed = seed
-    config.optimizer.learning_rate = run.learning_rate
-    config.optimizer.warmup_steps = run.warmup_steps
-    config.optimizer.end_lr_fraction = run.end_lr_fraction
-    config.optimizer.weight_decay = run.weight_decay
-    config.train.steps = run.steps
-    config.train.seed = seed
-    config.train.loss_chunk_size = 0
-    config.train.log_every = 1
-    config.checkpoint.every = run.steps
-    config.checkpoint.keep = 1
-    config.checkpoint.use_async = False
     return config
 
 

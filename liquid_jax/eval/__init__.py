@@ -2,6 +2,7 @@
 
 ``benchmarks`` (prompt files and output layouts) and ``generate`` (sharded, resumable
 image generation) behind ``eval generate``; ``fid`` (clean-fid, CLIP score); ``lm_eval_adapter``
-(lm-evaluation-harness); ``vqa`` (LLaVA question and answer files); ``shapes`` (the shapes
-world's checker) and ``report`` (evaluation reports).
+(lm-evaluation-harness); ``vqa`` (LLaVA question and answer files); ``shapes_metrics`` (a
+Liquid model on the shapes world, read back by ``liquid_jax.shapes.checker``) and ``report``
+(evaluation reports).
 """

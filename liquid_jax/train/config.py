@@ -13,7 +13,7 @@ import importlib.util
 import math
 import os
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import ml_collections
 from absl import flags
@@ -94,33 +94,41 @@ def train_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def _check(ok: bool, key: str, value, wanted: str) -> None:
+def finite(x: Any) -> bool:
+    """Whether ``x`` is a finite int or float."""
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def check_value(ok: bool, key: str, value: Any, wanted: str) -> None:
+    """Raises UserError naming ``key`` (and the flag that sets it) with ``value`` unless ``ok``."""
     if not ok:
         raise UserError(f"config.{key} {value!r} is invalid: it must be {wanted} (--config.{key}=...)")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises UserError naming the key of the first invalid setting."""
-    finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)  # noqa: E731
-    _check(config.init.kind in INIT_KINDS, "init.kind", config.init.kind, f"one of {INIT_KINDS}")
+def validate(config: ml_collections.ConfigDict, section: str = "") -> None:
+    """Raises UserError naming the key of the first invalid setting; ``section`` is where
+    ``config`` sits in a larger config (the demo's ``liquid``), so that the key is the one
+    to override."""
+    at = f"{section}." if section else ""
+    check_value(config.init.kind in INIT_KINDS, f"{at}init.kind", config.init.kind, f"one of {INIT_KINDS}")
     if config.init.kind != "scratch" and not config.init.path:
-        raise UserError(f"init.kind={config.init.kind!r} needs init.path (--config.init.path=...)")
-    _check(config.train.nan_policy in NAN_POLICIES, "train.nan_policy", config.train.nan_policy,
-           f"one of {NAN_POLICIES}")
+        raise UserError(f"{at}init.kind={config.init.kind!r} needs {at}init.path (--config.{at}init.path=...)")
+    check_value(config.train.nan_policy in NAN_POLICIES, f"{at}train.nan_policy", config.train.nan_policy,
+                f"one of {NAN_POLICIES}")
     for key in ("train.steps", "train.grad_accum_steps", "data.batch_size", "checkpoint.every",
                 "checkpoint.keep", "train.log_every"):
         value = config[key.split(".")[0]][key.split(".")[1]]
-        _check(isinstance(value, int) and value >= 1, key, value, "an integer >= 1")
-    _check(isinstance(config.data.seq_len, int) and config.data.seq_len >= 2, "data.seq_len",
-           config.data.seq_len, "an integer >= 2")
+        check_value(isinstance(value, int) and value >= 1, at + key, value, "an integer >= 1")
+    check_value(isinstance(config.data.seq_len, int) and config.data.seq_len >= 2, f"{at}data.seq_len",
+                config.data.seq_len, "an integer >= 2")
     for key in ("data.t2i_ratio", "data.cfg_drop", "data.max_skip_fraction"):
         value = config.data[key.split(".")[1]]
-        _check(finite(value) and 0.0 <= value <= 1.0, key, value, "a number in [0, 1]")
+        check_value(finite(value) and 0.0 <= value <= 1.0, at + key, value, "a number in [0, 1]")
     lr = config.optimizer.learning_rate
-    _check(finite(lr) and lr > 0, "optimizer.learning_rate", lr, "a positive number")
+    check_value(finite(lr) and lr > 0, f"{at}optimizer.learning_rate", lr, "a positive number")
     for key in ("train.z_loss", "optimizer.weight_decay", "optimizer.grad_clip_norm"):
         value = config[key.split(".")[0]][key.split(".")[1]]
-        _check(finite(value) and value >= 0, key, value, "a finite number >= 0")
+        check_value(finite(value) and value >= 0, at + key, value, "a finite number >= 0")
 
 
 _OVERRIDE = re.compile(r"^--?(?P<flag>[A-Za-z_]\w*)\.(?P<key>[\w.]+)(=|$)")

@@ -1,4 +1,4 @@
-"""Image batches for VQGAN training (synthetic coloured shapes or a folder of images), and
+"""Image batches for VQGAN training (the shapes world's renders or a folder of images), and
 host arrays put on the mesh with each process filling only its own devices."""
 
 from __future__ import annotations
@@ -11,47 +11,18 @@ import jax
 import ml_collections
 import numpy as np
 import PIL.Image
-import PIL.ImageDraw
 
+from liquid_jax.shapes.world import render, sample_scenes
 from liquid_jax.tokenizer.image import load_image, resize_center_crop
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-# Named colours of the synthetic shapes (a small palette, like a "shapes world").
-PALETTE = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
-    "purple": (140, 60, 180), "orange": (245, 140, 30), "white": (245, 245, 245), "black": (20, 20, 20),
-}
-
-
-def render_shape_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:
-    """uint8 [size, size, 3]: one to three circles / squares / triangles on a flat background.
-
-    Colours come from ``PALETTE``; a shape never has the background's colour.
-    """
-    colours = list(PALETTE.values())
-    background = int(rng.integers(len(colours)))
-    img = PIL.Image.new("RGB", (size, size), colours[background])
-    draw = PIL.ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(1, 4))):
-        r = float(rng.uniform(0.12, 0.3)) * size
-        cx, cy = rng.uniform(r, size - r, size=2)
-        colour = colours[(background + 1 + int(rng.integers(len(colours) - 1))) % len(colours)]
-        kind = int(rng.integers(0, 3))
-        if kind == 0:
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-        elif kind == 1:
-            draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=colour)
-        else:
-            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
-    return np.asarray(img, dtype=np.uint8)
-
-
 def shape_images(count: int, size: int = 64, seed: int = 0) -> np.ndarray:
-    """uint8 [count, size, size, 3] synthetic shape images, deterministic in ``seed``."""
-    rng = np.random.default_rng(seed)
-    return np.stack([render_shape_image(rng, size) for _ in range(count)])
+    """uint8 [count, size, size, 3]: renders of the shapes world's training scenes on its
+    64x64 canvas (``liquid_jax.shapes``), resized to ``size``; deterministic in ``seed``."""
+    scenes = sample_scenes(count, "train", seed)
+    return np.stack([resize_center_crop(PIL.Image.fromarray(render(scene)), size) for scene in scenes])
 
 
 def folder_images(folder: str) -> list[str]:

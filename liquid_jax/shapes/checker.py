@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from liquid_jax.data.shapes import (
+from liquid_jax.shapes.captions import parse_caption
+from liquid_jax.shapes.world import (
     COLOURS,
     KINDS,
     POSITIONS,
@@ -28,7 +29,6 @@ from liquid_jax.data.shapes import (
     check_canvas,
     grid_centres,
     kind_mask,
-    parse_caption,
     shape_mask,
 )
 

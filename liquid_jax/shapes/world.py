@@ -1,9 +1,9 @@
-"""The shapes world: a procedural image + text domain small enough to learn on a laptop.
+"""The shapes world's scenes: what a scene is, which scenes a world allows, how one is drawn
+and how scenes are sampled.
 
 A scene holds one or two flat shapes on a black canvas, 64x64 pixels unless the world
 has other canvases too (any sides that are multiples of 32 from 64 up). Each shape has a
-kind, a colour, a size and a position on a 3x3 grid spread over the canvas. Every scene has one canonical caption,
-which :func:`parse_caption` turns back into the scene, and question/answer pairs.
+kind, a colour, a size and a position on a 3x3 grid spread over the canvas.
 A :class:`World` picks which attribute values are in play and which (colour, kind)
 pairs are held out: those never appear in training scenes or in the text corpus,
 although every word of their captions does.
@@ -12,8 +12,7 @@ although every word of their captions does.
 from __future__ import annotations
 
 import dataclasses
-import re
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -52,6 +51,11 @@ def check_canvas(canvas: Sequence[int]) -> tuple[int, int]:
     if len(canvas) != 2 or any(x < 64 or x % 32 for x in canvas):
         raise ValueError(f"canvas {canvas} must be (height, width) with sides multiples of 32 from 64 up")
     return canvas
+
+
+def canvas_name(canvas: tuple[int, int]) -> str:
+    """(height, width) -> "WxH", the order of the size prefix ("Width is .. Height is ..")."""
+    return f"{canvas[1]}x{canvas[0]}"
 
 
 GRID_CENTRES = grid_centres(IMAGE_SIZE)
@@ -216,63 +220,28 @@ def render(scene: Scene) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Captions
-
-
-def describe(shape: Shape) -> str:
-    """``"a large red circle at the top left"``."""
-    return f"a {shape.size} {shape.colour} {shape.kind} at the {shape.position}"
-
-
-def caption(scene: Scene) -> str:
-    """The canonical caption: shape descriptions in reading order joined by "and"."""
-    return " and ".join(describe(s) for s in scene.shapes) + "."
-
-
-_DESCRIPTION = re.compile(
-    r"an? (?P<size>{}) (?P<colour>{}) (?P<kind>{}) at the (?P<position>{})".format(
-        *("|".join(sorted(names, key=len, reverse=True)) for names in (SIZES, COLOURS, KINDS, POSITIONS))
-    )
-)
-
-
-def parse_caption(text: str, canvas: tuple[int, int] = CANVAS) -> Scene | None:
-    """The scene on ``canvas`` a caption describes, or None if it is not a caption of this
-    world. Case, extra whitespace and the final full stop do not matter.
-    """
-    normal = " ".join(text.lower().split()).rstrip(" .")
-    if not normal:
-        return None
-    shapes = []
-    for part in normal.split(" and "):
-        match = _DESCRIPTION.fullmatch(part.strip())
-        if match is None:
-            return None
-        shapes.append(Shape(**match.groupdict()))
-    return Scene(tuple(shapes), canvas)
-
-
-# ---------------------------------------------------------------------------
 # Sampling
 
 
-def _choice(rng: np.random.Generator, items: Sequence):
+def choice(rng: np.random.Generator, items: Sequence) -> Any:
+    """One of ``items``, drawn with one integer from ``rng``."""
     return items[int(rng.integers(len(items)))]
 
 
-def _random_shape(rng: np.random.Generator, world: World, position: str) -> Shape:
+def random_shape(rng: np.random.Generator, world: World, position: str) -> Shape:
+    """A shape at ``position`` of any kind, colour and size the world uses."""
     return Shape(
-        kind=_choice(rng, world.kinds),
-        colour=_choice(rng, world.colours),
-        size=_choice(rng, world.sizes),
+        kind=choice(rng, world.kinds),
+        colour=choice(rng, world.colours),
+        size=choice(rng, world.sizes),
         position=position,
     )
 
 
 def _random_positions(rng: np.random.Generator, world: World, count: int) -> list[str]:
     if count == 1:
-        return [_choice(rng, world.positions)]
-    return list(_choice(rng, world.position_pairs))
+        return [choice(rng, world.positions)]
+    return list(choice(rng, world.position_pairs))
 
 
 def _in_split(scene: Scene, split: str, world: World) -> bool:
@@ -287,11 +256,12 @@ def _in_split(scene: Scene, split: str, world: World) -> bool:
 _CANVAS_STREAM = 7
 
 
-def _random_scene(rng: np.random.Generator, world: World, split: str) -> Scene:
+def random_scene(rng: np.random.Generator, world: World, split: str) -> Scene:
+    """A scene on the default canvas of ``split`` ("train" or "heldout", see ``sample_scenes``)."""
     while True:
         count = 2 if rng.random() < world.two_shape_fraction else 1
         positions = _random_positions(rng, world, count)
-        scene = Scene(tuple(_random_shape(rng, world, p) for p in positions))
+        scene = Scene(tuple(random_shape(rng, world, p) for p in positions))
         if _in_split(scene, split, world):
             return scene
 
@@ -302,153 +272,9 @@ def sample_scenes(n: int, split: str = "train", seed: int = 0, world: World = DE
     if split == "heldout" and not world.heldout_pairs:
         raise ValueError("this world holds nothing out")
     rng = np.random.default_rng(seed)
-    scenes = [_random_scene(rng, world, split) for _ in range(n)]
+    scenes = [random_scene(rng, world, split) for _ in range(n)]
     if len(world.canvases) == 1:
         return [dataclasses.replace(s, canvas=world.canvases[0]) for s in scenes]
     # Canvases come from a stream of their own: the shapes are those of a one-canvas world.
     canvas_rng = np.random.default_rng([seed, _CANVAS_STREAM])
-    return [dataclasses.replace(s, canvas=_choice(canvas_rng, world.canvases)) for s in scenes]
-
-
-# ---------------------------------------------------------------------------
-# Questions and answers
-
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-
-
-def qa_pairs(scene: Scene, world: World = DEFAULT_WORLD) -> list[tuple[str, str]]:
-    """(question, answer) pairs about a scene; only questions with one right answer."""
-    pairs = [("How many shapes are there?", NUMBER_WORDS[len(scene.shapes)])]
-    kinds = [s.kind for s in scene.shapes]
-    names = [f"{s.colour} {s.kind}" for s in scene.shapes]
-    for shape, name in zip(scene.shapes, names):
-        if kinds.count(shape.kind) == 1:
-            pairs.append((f"What colour is the {shape.kind}?", shape.colour))
-        pairs.append((f"What shape is at the {shape.position}?", shape.kind))
-        if names.count(name) == 1:
-            pairs.append((f"Where is the {name}?", f"at the {shape.position}"))
-            pairs.append((f"Is the {name} small or large?", shape.size))
-    absent = [k for k in world.kinds if k not in kinds]
-    pairs.append((f"Is there a {kinds[0]}?", "yes"))
-    if absent:
-        pairs.append((f"Is there a {absent[0]}?", "no"))
-    return pairs
-
-
-# ---------------------------------------------------------------------------
-# Text corpus
-
-_THINGS_BY_COLOUR = {
-    "red": ("a tomato", "a strawberry", "a fire truck"),
-    "green": ("a leaf", "a frog", "the grass"),
-    "blue": ("the sky", "the sea", "a blueberry"),
-    "yellow": ("a banana", "a lemon", "the sun"),
-    "purple": ("a plum", "a grape", "a violet"),
-    "orange": ("a carrot", "a pumpkin", "a tangerine"),
-    "white": ("a cloud", "a snowball", "a swan"),
-}
-_KIND_FACTS = {
-    "circle": ("a circle is round.", "a circle has no corners.", "a wheel looks like a circle."),
-    "square": (
-        "a square has four equal sides.",
-        "a square has four corners.",
-        "a window can look like a square.",
-    ),
-    "triangle": (
-        "a triangle has three sides.",
-        "a triangle has three corners.",
-        "a roof can look like a triangle.",
-    ),
-    "diamond": (
-        "a diamond is a square standing on one corner.",
-        "a diamond has four corners.",
-        "a kite can look like a diamond.",
-    ),
-    "cross": ("a cross is made of two bars.", "a cross looks like a plus sign.", "a cross has four arms."),
-}
-_PEOPLE = ("the cat", "a little girl", "my friend", "the old man", "the teacher", "a small dog", "the farmer")
-_ACTIONS = ("sees", "likes", "finds", "draws", "paints", "carries", "wants", "looks at")
-_OBJECTS = ("a book", "the ball", "a red apple", "the garden", "a big box", "the river", "the moon")
-_PLACES = ("in the morning", "after school", "near the house", "at night", "in the park", "by the sea")
-_FEELINGS = ("happy", "tired", "curious", "hungry", "calm", "excited")
-
-
-def _train_shape(rng: np.random.Generator, world: World) -> Shape:
-    while True:
-        shape = _random_shape(rng, world, _choice(rng, world.positions))
-        if not world.is_heldout(shape):
-            return shape
-
-
-def _description_text(rng: np.random.Generator, world: World) -> str:
-    scene = _random_scene(rng, world, "train")
-    lead = _choice(rng, ("", "there is ", "the picture shows ", "in this image we see ", "look: "))
-    return lead + caption(scene)
-
-
-def _fact_text(rng: np.random.Generator, world: World) -> str:
-    colour = _choice(rng, world.colours)
-    kind = _choice(rng, world.kinds)
-    facts = (
-        _choice(rng, _KIND_FACTS[kind]),
-        f"{_choice(rng, _THINGS_BY_COLOUR[colour])} is {colour}.",
-        f"{colour} is a colour and {kind} is a shape.",
-        "a large shape is bigger than a small shape.",
-        "the top is above the center and the center is above the bottom.",
-        "the left is the opposite of the right.",
-    )
-    return _choice(rng, facts)
-
-
-def _counting_text(rng: np.random.Generator, world: World) -> str:
-    a, b = int(rng.integers(0, 6)), int(rng.integers(0, 5))
-    start = int(rng.integers(1, 6))
-    shapes = [_train_shape(rng, world) for _ in range(int(rng.integers(2, 4)))]
-    listing = " and ".join(f"a {s.colour} {s.kind}" for s in shapes)
-    texts = (
-        f"{NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]} is {NUMBER_WORDS[a + b]}.",
-        ", ".join(NUMBER_WORDS[start : start + 5]) + ".",
-        f"there are {NUMBER_WORDS[len(shapes)]} shapes: {listing}.",
-    )
-    return _choice(rng, texts)
-
-
-def _story_text(rng: np.random.Generator, world: World) -> str:
-    hero, friend = _train_shape(rng, world), _train_shape(rng, world)
-    return (
-        f"once upon a time there was {describe(hero)}. "
-        f"it felt {_choice(rng, _FEELINGS)}, so it went to visit {describe(friend)}. "
-        f"the {hero.colour} {hero.kind} and the {friend.colour} {friend.kind} became good friends."
-    )
-
-
-def _question_text(rng: np.random.Generator, world: World) -> str:
-    question, answer = _choice(rng, qa_pairs(_random_scene(rng, world, "train"), world))
-    return f"question: {question} answer: {answer}."
-
-
-def _everyday_text(rng: np.random.Generator, world: World) -> str:
-    person = _choice(rng, _PEOPLE)
-    sentence = f"{person} {_choice(rng, _ACTIONS)} {_choice(rng, _OBJECTS)} {_choice(rng, _PLACES)}."
-    return sentence[0].upper() + sentence[1:]
-
-
-_TEXT_KINDS: tuple[Callable[[np.random.Generator, World], str], ...] = (
-    _description_text,
-    _fact_text,
-    _counting_text,
-    _story_text,
-    _question_text,
-    _everyday_text,
-)
-
-
-def text_corpus(n: int, seed: int = 0, world: World = DEFAULT_WORLD) -> list[str]:
-    """``n`` short text documents (one to three sentences) about the world and everyday
-    life, for text-only pre-training. Held-out (colour, kind) pairs never appear."""
-    rng = np.random.default_rng(seed)
-    docs = []
-    for _ in range(n):
-        sentences = [_choice(rng, _TEXT_KINDS)(rng, world) for _ in range(int(rng.integers(1, 4)))]
-        docs.append(" ".join(sentences))
-    return docs
+    return [dataclasses.replace(s, canvas=choice(canvas_rng, world.canvases)) for s in scenes]
