@@ -45,7 +45,7 @@ def build(directory: str):
     text = tiny_vocab(directory).text
     vocab = MultimodalVocab(text, sample_throughput.SPECIAL, c["text_vocab"], c["image_codes"])
     lm = LiquidLM(model.config, model, vocab)
-    return lm, ImageCodec(tiny_vqgan(n_embed=c["image_codes"]))
+    return lm, ImageCodec(tiny_vqgan(num_image_codes=c["image_codes"]))
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # 64 px -> 4x4 codes (16 px per code, as Chameleon's VQGAN: four halvings). Shapes are
     # centred on multiples of 16 px, so each sits on a 2x2 block of codes wherever it is:
     # 64 codes per image (8 px per code) needed 4800 Liquid steps for t2i_accuracy 0.83.
-    c.vqgan.model.update(ch_mult=(1, 1, 2, 2, 4), n_embed=512)
+    c.vqgan.model.update(ch_mult=(1, 1, 2, 2, 4), num_image_codes=512)
     c.vqgan.data.update(num_eval=64, image_size=64)
     c.vqgan.steps = 700
     c.vqgan.batch_size = 16
@@ -93,7 +93,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         c.vqgan.steps = 6
         c.vqgan.batch_size = 8
         c.vqgan.log_every = c.vqgan.eval_every = c.vqgan.checkpoint_every = 6
-        c.vqgan.model.update(ch=8, ch_mult=(1, 1, 2, 4), z_channels=8, embed_dim=8, n_embed=32, num_groups=4)
+        c.vqgan.model.update(ch=8, ch_mult=(1, 1, 2, 4), z_channels=8, embed_dim=8, num_image_codes=32, num_groups=4)
         c.model.update(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, mlp_dim=64)
         # Batch 8: divisible by the 8 fake CPU devices the tests run on.
         c.base.update(steps=8, warmup_steps=2, batch_size=8, seq_len=128, packing_bins=8)

@@ -29,10 +29,10 @@ from liquid_jax.codec import ImageCodec
 from liquid_jax.convert import hf
 from liquid_jax.convert.vqgan import load_converted
 from liquid_jax.model.config import TransformerConfig
-from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.model.image_format import ImageFormat
 from liquid_jax.model.transformer import Transformer, abstract_model
 from liquid_jax.model.vqgan import VQGAN
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.sample import lm_sampling
 from liquid_jax.tokenizer.text import load_text_tokenizer
 from liquid_jax.tokenizer.vocab import MultimodalVocab

@@ -81,12 +81,12 @@ class ImageCodec:
         self._decode = jax.jit(decode_fn)
 
     @property
-    def downsample_factor(self) -> int:
-        return self.config.downsample_factor
+    def pixels_per_code(self) -> int:
+        return self.config.pixels_per_code
 
     @property
-    def codebook_size(self) -> int:
-        return self.config.n_embed
+    def num_image_codes(self) -> int:
+        return self.config.num_image_codes
 
     @property
     def has_decoder(self) -> bool:
@@ -101,9 +101,9 @@ class ImageCodec:
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """The code grid (h, w) of an image of this size."""
-        f = self.downsample_factor
+        f = self.pixels_per_code
         if height % f or width % f:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the downsample factor {f}")
+            raise ValueError(f"image size {height}x{width} is not a multiple of the {f} pixels per code")
         return height // f, width // f
 
     def _chunks(self, array: np.ndarray, fn) -> np.ndarray:
@@ -137,18 +137,18 @@ class ImageCodec:
         """int codes [B, h*w] (or [B, h, w]) -> uint8 images [B, h*f, w*f, 3].
 
         ``grid`` is (h, w); without it a flat sequence must be a perfect square. Codes
-        outside [0, codebook_size) raise ValueError.
+        outside [0, num_image_codes) raise ValueError.
         """
         if not self.has_decoder:
             raise ValueError("this codec has no decoder (it was loaded from an encoder-only checkpoint)")
         codes = np.asarray(codes)
         if not np.issubdtype(codes.dtype, np.integer):
             raise TypeError(f"decode expects integer codes, got {codes.dtype}")
-        bad = (codes < 0) | (codes >= self.codebook_size)
+        bad = (codes < 0) | (codes >= self.num_image_codes)
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(
-                f"{int(bad.sum())} codes outside [0, {self.codebook_size}); first at index {idx}: "
+                f"{int(bad.sum())} codes outside [0, {self.num_image_codes}); first at index {idx}: "
                 f"{int(codes[idx])} (image tokens must be shifted back by the text vocabulary size)"
             )
         if codes.ndim == 1:
@@ -166,7 +166,7 @@ class ImageCodec:
         elif codes.ndim != 3:
             raise ValueError(f"decode expects codes [B, h*w] or [B, h, w], got shape {codes.shape}")
         if codes.shape[0] == 0:
-            f = self.downsample_factor
+            f = self.pixels_per_code
             return np.zeros((0, codes.shape[1] * f, codes.shape[2] * f, self.config.out_ch), np.uint8)
         return self._chunks(codes.astype(np.int32), self._decode)
 

@@ -43,7 +43,7 @@ def models(tmp_path_factory):
     other = str(root / "other-vqgan")
     save_vqgan(other, tiny_vqgan(seed=1))
     bigger = str(root / "bigger-vqgan")
-    save_vqgan(bigger, tiny_vqgan(n_embed=128))
+    save_vqgan(bigger, tiny_vqgan(num_image_codes=128))
     return {"model": recorded, "vqgan": vqgan, "other": other, "bigger": bigger}
 
 

@@ -27,7 +27,7 @@ from liquid_jax.tokenizer.image import load_image, resize_center_crop
 
 RES = 32  # tiny codec: downsample 4 -> 8x8 grid, 64 codes
 TINY = VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=32, embed_dim=32,
-                   n_embed=64, resolution=RES)
+                   num_image_codes=64, resolution=RES)
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +245,7 @@ def test_pipeline_reads_pretokenized_images(folder, codec, tmp_path):
     by_codes = {tuple(int(c) for c in r.codes): r for r in read_records(tmp_path / "shards").values()}
     tok = train_tokenizer(str(tmp_path))
     c = config([{"path": str(tmp_path / "shards"), "kind": "image"}], seq_len=256, batch_size=1,
-               num_epochs=1, t2i_ratio=0.0, codebook_size=64, packing_bins=4)
+               num_epochs=1, t2i_ratio=0.0, num_image_codes=64, packing_bins=4)
     it = iterator(c, tok)
     seen = []
     for batch in it_numpy(it):

@@ -45,7 +45,7 @@ def test_report_has_the_headline_metrics_with_sane_values(demo):
     # A barely trained model is far from certain but better than uniform over its vocabulary.
     vocab = context.outputs("tokenizer")["vocab_size"]
     assert 1.0 < metrics["text_ppl_base"] < vocab
-    assert 1.0 < metrics["text_ppl_liquid"] < vocab + context.outputs("vqgan")["codebook_size"]
+    assert 1.0 < metrics["text_ppl_liquid"] < vocab + context.outputs("vqgan")["num_image_codes"]
     assert metrics["vqgan_psnr"] > 0
     assert metrics["train_tokens_per_s"] > 0 and metrics["sample_image_tokens_per_s"] > 0
     for name in STAGE_NAMES[:-1]:
@@ -106,7 +106,7 @@ def test_base_model_is_a_hf_text_model_and_liquid_extends_it_by_the_codebook(dem
     assert hf_config["model_type"] == "gemma" and hf_config["vocab_size"] == text_vocab
     liquid = liquid_jax.load(context.outputs("liquid")["model"], progress=False)
     assert liquid.config.text_vocab_size == text_vocab
-    assert liquid.config.num_image_codes == context.outputs("vqgan")["codebook_size"]
+    assert liquid.config.num_image_codes == context.outputs("vqgan")["num_image_codes"]
 
 
 def test_a_rerun_skips_finished_stages_and_stage_redoes_one(demo):

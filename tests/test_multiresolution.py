@@ -55,7 +55,7 @@ def _pictures(directory, shapes, copies=1):
 def test_buckets_keep_each_images_shape(tmp_path):
     codec = ImageCodec(tiny_vqgan())
     units = _pictures(str(tmp_path / "pics"), SHAPES)
-    bucket_set = buckets.make_buckets([16], buckets.parse_aspects(ASPECTS), codec.downsample_factor)
+    bucket_set = buckets.make_buckets([16], buckets.parse_aspects(ASPECTS), codec.pixels_per_code)
     assert [b.name for b in bucket_set] == ["16x16", "20x14", "14x20", "22x12"]
     report = pretokenize_images(units, str(tmp_path / "out"), codec, buckets=bucket_set)
     assert report["written"] == 4 and [a["key"] for a in report["aspect_filtered"]] == ["strip0.png"]

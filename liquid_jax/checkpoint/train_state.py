@@ -32,6 +32,7 @@ from liquid_jax import paths
 from liquid_jax.checkpoint.directory import sync_processes
 from liquid_jax.checkpoint.trees import rewrap, unwrap
 from liquid_jax.errors import UserError
+from liquid_jax.model.vqgan_config import with_current_names
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_SUFFIX = ".damaged"
@@ -153,8 +154,9 @@ class TrainCheckpointer:
         return restored["config"]
 
     def check_model(self, step: int, model_config: dict[str, Any]) -> None:
-        """Raises IncompatibleCheckpointError if checkpoint ``step`` is of another model."""
-        saved = self.saved_config(step).get("model", {})
+        """Raises IncompatibleCheckpointError if checkpoint ``step`` is of another model
+        (fields it names as earlier versions did are read under their current names)."""
+        saved = with_current_names(self.saved_config(step).get("model", {}))
         diff = model_differences(saved, model_config)
         if diff:
             raise IncompatibleCheckpointError(

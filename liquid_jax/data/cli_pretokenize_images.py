@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
         _OUTPUT.value,
         codec,
         prefix=_PREFIX.value,
-        buckets=buckets.make_buckets(resolutions, buckets.parse_aspects(_ASPECTS.value), codec.downsample_factor),
+        buckets=buckets.make_buckets(resolutions, buckets.parse_aspects(_ASPECTS.value), codec.pixels_per_code),
         batch_size=_BATCH.value,
         max_aspect_ratio=_MAX_ASPECT.value,
         decode_threads=_THREADS.value,

@@ -6,8 +6,10 @@ step::
     {"format_version": 1, "kind": "image" | "text",
      "settings": {how the shards were made: resolution, prefix, fields, ...},
      "inputs": fingerprint of what was read (caption table, file names and sizes),
-     "vqgan": {"fingerprint", "codebook_size", "pixels_per_code"},   # image shards
-     "grids": [[h, w], ...]}                                         # image shards
+     "vqgan": {"fingerprint", "num_image_codes", "pixels_per_code"},  # image shards
+     "grids": [[h, w], ...]}                                          # image shards
+
+Manifests written before ``num_image_codes`` was named so hold ``codebook_size``; both read.
 
 A folder holds the shards of one manifest: the pre-tokenizers refuse to add shards made
 with other settings, inputs or VQGAN, and training refuses image shards whose codebook
@@ -27,10 +29,12 @@ from etils import epath
 from liquid_jax import paths
 from liquid_jax.data.records import SHARD_SUFFIX
 from liquid_jax.errors import UserError
+from liquid_jax.model.vqgan_config import with_current_names
 
 MANIFEST_FILE = "dataset.json"
 FORMAT_VERSION = 1
 KINDS = ("text", "image")
+RENAMED_VQGAN_KEYS = {"codebook_size": "num_image_codes"}  # earlier versions' "vqgan" keys -> current
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +42,7 @@ class VQGANInfo:
     """The VQGAN whose codes image shards hold."""
 
     fingerprint: str
-    codebook_size: int
+    num_image_codes: int
     pixels_per_code: int
 
 
@@ -69,7 +73,7 @@ class Manifest:
         vqgan = d.get("vqgan")
         return cls(
             kind=d["kind"], settings=dict(d.get("settings", {})), inputs=str(d.get("inputs", "")),
-            vqgan=None if vqgan is None else VQGANInfo(**vqgan),
+            vqgan=None if vqgan is None else VQGANInfo(**with_current_names(vqgan, RENAMED_VQGAN_KEYS)),
             grids=tuple(tuple(int(x) for x in g) for g in d.get("grids", ())),
         )
 

@@ -142,7 +142,7 @@ def image_manifest(units: list[Unit], codec, *, prefix: str, buckets: list[Bucke
         settings={"prefix": prefix, "buckets": [b.name for b in buckets], "max_aspect_ratio": max_aspect_ratio,
                   "units": len(units)},
         inputs=inputs_fingerprint(units),
-        vqgan=manifest.VQGANInfo(codec.fingerprint, codec.codebook_size, codec.downsample_factor),
+        vqgan=manifest.VQGANInfo(codec.fingerprint, codec.num_image_codes, codec.pixels_per_code),
         grids=tuple(codec.grid_for(b.height, b.width) for b in buckets),
     )
 

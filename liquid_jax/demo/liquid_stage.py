@@ -46,7 +46,7 @@ def train_liquid(context: Context, stage: str, base_hf: str, run: ml_collections
     vqgan = context.outputs(vqgan_stage.STAGE)
     init = context.path(stage, INIT_DIR)
     if not os.path.exists(init):
-        convert_hf_to_liquid(base_hf, init, extend_image_codes=vqgan["codebook_size"])
+        convert_hf_to_liquid(base_hf, init, extend_image_codes=vqgan["num_image_codes"])
     stored, _ = read_model_card(init)
     model = ml_collections.ConfigDict(stored.replace(dtype="float32").to_dict())
     config = training.run_config(model, run, tokenizer_stage.tokenizer_path(context),

@@ -54,8 +54,8 @@ def run(context: Context) -> dict:
     renders = [shapes.render(s) for s in heldout.prompt_scenes(heldout.load_eval(context))]
     return {
         "psnr_heldout": reconstruction_psnr(codec, renders),
-        "codebook_size": codec.codebook_size,
+        "num_image_codes": codec.num_image_codes,
         "grids": {world_stage.canvas_name(c): list(codec.grid_for(*c)) for c in context.config.world.canvases},
-        "downsample": codec.downsample_factor,
+        "pixels_per_code": codec.pixels_per_code,
         "train_final": trained,
     }

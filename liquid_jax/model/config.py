@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import ml_collections
 
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
+
 Family = Literal["gemma", "gemma2", "llama", "qwen2"]
 FAMILIES: tuple[str, ...] = ("gemma", "gemma2", "llama", "qwen2")
 ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "xla", "splash", "flash_gpu")
@@ -147,7 +149,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def model_config_dict(
-    family: Family, text_vocab_size: int, num_image_codes: int = 8192, **fields: Any
+    family: Family, text_vocab_size: int, num_image_codes: int = DEFAULT_NUM_IMAGE_CODES, **fields: Any
 ) -> ml_collections.ConfigDict:
     """A ConfigDict with every TransformerConfig field, for ml_collections config files.
 

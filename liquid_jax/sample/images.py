@@ -126,11 +126,11 @@ def generate_images(
     codes is refused before any generation."""
     if not codec.has_decoder:
         raise UserError("this VQGAN has no decoder (an encoder-only checkpoint); it cannot draw images")
-    if codec.codebook_size != model.config.num_image_codes:
-        raise UserError(f"the VQGAN's codebook has {codec.codebook_size} codes, the model "
+    if codec.num_image_codes != model.config.num_image_codes:
+        raise UserError(f"the VQGAN's codebook has {codec.num_image_codes} codes, the model "
                         f"{model.config.num_image_codes}; use the VQGAN the model was trained with")
     result = generate_image_codes(
-        model, vocab, prompts, pixels_per_code=codec.downsample_factor, **kwargs
+        model, vocab, prompts, pixels_per_code=codec.pixels_per_code, **kwargs
     )
     images = codec.decode(result.codes, grid=result.grid)
     return dataclasses.replace(result, images=images)

@@ -57,7 +57,7 @@ def train_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     data["size_prefix"] = None  # None: as the init model was trained, or on for several grids
     config.data = ml_collections.ConfigDict(data)
     if "num_image_codes" in config.model:
-        config.data.codebook_size = config.model.get_ref("num_image_codes")
+        config.data.num_image_codes = config.model.get_ref("num_image_codes")
 
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
