@@ -1,13 +1,13 @@
 """Speculative Jacobi decoding against token-by-token decoding, in the same run.
 
 (a) The built-in default's Liquid model at its 8x8 grid, on its 64 held-out prompts:
-    with its evaluation settings (cfg 1.5, temperature 1, top-k 1) and with sampling
-    (cfg 1.5, temperature 1, top-k 64); forward passes per image, codes committed per
+    with its evaluation settings (guidance_scale 1.5, temperature 1, top-k 1) and with sampling
+    (guidance_scale 1.5, temperature 1, top-k 64); forward passes per image, codes committed per
     forward (mean and histogram), image tokens/s at batch 1 and 4 for L in {4, 8, 16, 32}
     against the plain sampler, and the checker's text-to-image accuracy of both.
     ``--demo_workdir`` takes a finished ``liquid-jax demo`` run; without it one is trained
     in ``benchmarks/.cache/demo`` (about 15-40 minutes on 2 cores) and reused.
-(b) The random benchmark model of benchmarks/sample_throughput.py (16x16 grid, cfg 7,
+(b) The random benchmark model of benchmarks/sample_throughput.py (16x16 grid, guidance_scale 7,
     temperature 0.99, top-k 4096, top-p 0.96): random weights accept few drafts, so this
     shows the cost of a window rather than the gain.
 
@@ -45,10 +45,10 @@ from liquid_jax.sample.images import generate_image_codes  # noqa: E402
 from liquid_jax.sample.lm_sampling import sampling_params  # noqa: E402
 
 SETTINGS = {
-    "eval": dict(cfg=1.5, temperature=1.0, top_k=1, top_p=1.0),
-    "sampled": dict(cfg=1.5, temperature=1.0, top_k=64, top_p=1.0),
+    "eval": dict(guidance_scale=1.5, temperature=1.0, top_k=1, top_p=1.0),
+    "sampled": dict(guidance_scale=1.5, temperature=1.0, top_k=64, top_p=1.0),
 }
-RANDOM = dict(cfg=7.0, temperature=0.99, top_k=4096, top_p=0.96)
+RANDOM = dict(guidance_scale=7.0, temperature=0.99, top_k=4096, top_p=0.96)
 
 
 def filters(settings: dict):
@@ -69,9 +69,9 @@ def demo_model(workdir: str | None):
 
 def timed_run(lm, prompts, settings, window, grid, seed=0):
     """(codes, forward passes per image, seconds) of one generation, compiled beforehand."""
-    kwargs = dict(cfg=settings["cfg"], num_images=1, seed=seed, grid=grid, size_prefix=lm.image.size_prefix,
-                  pixels_per_code=lm.image.pixels_per_code or 16, speculative_window=window,
-                  sampling=filters(settings))
+    kwargs = dict(guidance_scale=settings["guidance_scale"], num_images=1, seed=seed, grid=grid,
+                  size_prefix=lm.image.size_prefix, pixels_per_code=lm.image.pixels_per_code or 16,
+                  speculative_window=window, sampling=filters(settings))
     generate_image_codes(lm.model, lm.tokenizer, prompts, **kwargs)  # compiles this shape
     start = time.perf_counter()
     result = generate_image_codes(lm.model, lm.tokenizer, prompts, **kwargs)
@@ -113,7 +113,7 @@ def histogram(lm, prompts, settings, window, grid) -> list[int]:
                         size_prefix=lm.image.size_prefix)
     result = generate_speculative(
         lm.model, rows, grid[0] * grid[1], window=window, sampling=filters(settings),
-        vocab_range=(lm.config.text_vocab_size, lm.config.vocab_size), guidance_scale=settings["cfg"])
+        vocab_range=(lm.config.text_vocab_size, lm.config.vocab_size), guidance_scale=settings["guidance_scale"])
     return result.commits.tolist()
 
 
@@ -202,10 +202,11 @@ def random_model(model, rows, c, windows) -> dict:
         for window in [0, *windows]:
             def run():
                 if window == 0:
-                    generate_tokens(model, pick, steps, sampling=sampling, vocab_range=vocab, guidance_scale=c["cfg"])
+                    generate_tokens(model, pick, steps, sampling=sampling, vocab_range=vocab,
+                                    guidance_scale=c["guidance_scale"])
                     return np.full((batch,), steps)
                 return generate_speculative(model, pick, steps, window=window, sampling=sampling, vocab_range=vocab,
-                                            guidance_scale=c["cfg"]).forwards
+                                            guidance_scale=c["guidance_scale"]).forwards
             run()
             start = time.perf_counter()
             forwards = run()

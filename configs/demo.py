@@ -64,10 +64,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.liquid = _run(steps=2000, batch_size=8, learning_rate=3e-3, warmup_steps=30, text_weight=0.5,
                     image_weight=5.0, t2i_ratio=0.8, cfg_drop=0.1)
     # Top-k 1: each prompt of this world has exactly one right image. Mild guidance: with 25%
-    # two-shape training pairs and 3600 steps t2i_accuracy is 0.797 / 0.797 / 0.0 at cfg
-    # 1 / 1.5 / 3 (strong guidance pushes this small model off its image distribution).
+    # two-shape training pairs and 3600 steps t2i_accuracy is 0.797 / 0.797 / 0.0 at
+    # guidance_scale 1 / 1.5 / 3 (strong guidance pushes this small model off its images).
     c.sample = ml_collections.ConfigDict(dict(
-        cfg=1.5, temperature=1.0, top_k=1, top_p=1.0, caption_max_tokens=40,
+        guidance_scale=1.5, temperature=1.0, top_k=1, top_p=1.0, caption_max_tokens=40,
     ))
     # --experiment scaling: model sizes (d_model, num_layers) and the three data mixes;
     # --experiment mutual_boost: how much extra t2i / caption data is added.

@@ -92,7 +92,7 @@ def test_tiny_t2i_compares_ours_with_upstream(tiny):
     assert m["tokens_per_s"] == pytest.approx(m["image_tokens"] / m["ours_seconds"])
     assert m["upstream_tokens_per_s"] == pytest.approx(m["image_tokens"] / m["upstream_seconds"])
     # Upstream's inference_t2i.py defaults.
-    assert (c["cfg"], c["temperature"], c["top_p"]) == (7.0, 0.99, 0.96)
+    assert (c["guidance_scale"], c["temperature"], c["top_p"]) == (7.0, 0.99, 0.96)
 
 
 @pytest.mark.parametrize("run", ["llama3_2_1b_liquid", "gemma2_2b_liquid"])

@@ -28,7 +28,9 @@ def test_an_upstream_model_at_another_grid_is_prompted_as_upstreams_loop(tmp_pat
     lm = liquid_jax.load(src, progress=False)
     assert lm.image == UPSTREAM and not lm.image.size_prefix
     prompts = ["a red circle", "two blue squares"]
-    ours = lm.generate_images(prompts, cfg=3.0, top_k=1, num_images=1, grid=(4, 4), progress=False).codes
+    ours = lm.generate_images(prompts, guidance_scale=3.0, top_k=1, num_images=1, grid=(4, 4), progress=False).codes
+    former_name = lm.generate_images(prompts, cfg=3.0, top_k=1, num_images=1, grid=(4, 4), progress=False).codes
+    np.testing.assert_array_equal(former_name, ours)  # cfg: guidance_scale's former name
     sp, special = lm.tokenizer.text, lm.config.special_tokens
     rows = [[special.bos] + sp.encode(p + SUFFIX) + [special.boi] for p in prompts]  # upstream's prompts
     rows += [[special.bos, special.unconditional, special.boi]] * len(prompts)

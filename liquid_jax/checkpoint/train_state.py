@@ -28,11 +28,10 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from liquid_jax import paths
+from liquid_jax import former_names, paths
 from liquid_jax.checkpoint.directory import sync_processes
 from liquid_jax.checkpoint.trees import rewrap, unwrap
 from liquid_jax.errors import UserError
-from liquid_jax.model.vqgan_config import with_current_names
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_SUFFIX = ".damaged"
@@ -156,7 +155,7 @@ class TrainCheckpointer:
     def check_model(self, step: int, model_config: dict[str, Any]) -> None:
         """Raises IncompatibleCheckpointError if checkpoint ``step`` is of another model
         (fields it names as earlier versions did are read under their current names)."""
-        saved = with_current_names(self.saved_config(step).get("model", {}))
+        saved = former_names.current(self.saved_config(step).get("model", {}), former_names.VQGAN_CONFIG)
         diff = model_differences(saved, model_config)
         if diff:
             raise IncompatibleCheckpointError(

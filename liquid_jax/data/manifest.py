@@ -9,7 +9,8 @@ step::
      "vqgan": {"fingerprint", "num_image_codes", "pixels_per_code"},  # image shards
      "grids": [[h, w], ...]}                                          # image shards
 
-Manifests written before ``num_image_codes`` was named so hold ``codebook_size``; both read.
+Manifests of earlier versions name ``num_image_codes`` ``codebook_size``; it reads as the
+former (``liquid_jax.former_names``).
 
 A folder holds the shards of one manifest: the pre-tokenizers refuse to add shards made
 with other settings, inputs or VQGAN, and training refuses image shards whose codebook
@@ -26,15 +27,13 @@ from typing import Any, Mapping
 
 from etils import epath
 
-from liquid_jax import paths
+from liquid_jax import former_names, paths
 from liquid_jax.data.records import SHARD_SUFFIX
 from liquid_jax.errors import UserError
-from liquid_jax.model.vqgan_config import with_current_names
 
 MANIFEST_FILE = "dataset.json"
 FORMAT_VERSION = 1
 KINDS = ("text", "image")
-RENAMED_VQGAN_KEYS = {"codebook_size": "num_image_codes"}  # earlier versions' "vqgan" keys -> current
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +72,7 @@ class Manifest:
         vqgan = d.get("vqgan")
         return cls(
             kind=d["kind"], settings=dict(d.get("settings", {})), inputs=str(d.get("inputs", "")),
-            vqgan=None if vqgan is None else VQGANInfo(**with_current_names(vqgan, RENAMED_VQGAN_KEYS)),
+            vqgan=None if vqgan is None else VQGANInfo(**former_names.current(vqgan, former_names.MANIFEST_VQGAN)),
             grids=tuple(tuple(int(x) for x in g) for g in d.get("grids", ())),
         )
 

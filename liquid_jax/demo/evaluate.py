@@ -70,7 +70,8 @@ def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, g
     items = [benchmarks.Prompt(f"{i:05d}", p) for i, p in enumerate(prompts)]
     with tempfile.TemporaryDirectory() as out:
         summary = generate.generate(
-            lm, codec, benchmark, items, out, num_images=1, batch_size=len(items), seed=seed, cfg=sample.cfg,
+            lm, codec, benchmark, items, out, num_images=1, batch_size=len(items), seed=seed,
+            guidance_scale=sample.guidance_scale,
             temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p, grid=grid,
         )
         images = np.stack([np.asarray(Image.open(os.path.join(out, name)).convert("RGB"))

@@ -5,14 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from liquid_jax import former_names
+
 DEFAULT_NUM_IMAGE_CODES = 8192  # Chameleon's codebook: the image codes Liquid adds to a vocabulary
-# Fields of earlier versions still read (VQGAN cards, train-vqgan checkpoints): old -> current name.
-RENAMED_FIELDS = {"n_embed": "num_image_codes"}
-
-
-def with_current_names(fields: Mapping[str, Any], renamed: Mapping[str, str] = RENAMED_FIELDS) -> dict[str, Any]:
-    """``fields`` with those of earlier versions (``renamed``: old -> current) under their current names."""
-    return {renamed.get(k, k): v for k, v in fields.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +65,7 @@ class VQGANConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "VQGANConfig":
         """The config of ``to_dict`` output (earlier versions' field names accepted)."""
-        d = with_current_names(d)
+        d = former_names.current(d, former_names.VQGAN_CONFIG)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -17,6 +17,9 @@ from liquid_jax.sample.images import ImageGeneration, generate_image_codes, gene
 from liquid_jax.sample.text import TextGeneration, caption_images as _caption, generate_text as _write
 
 
+_NOT_GIVEN: Any = object()
+
+
 def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingParams:
     """Greedy for ``temperature == 0``, otherwise sampling with the given filters."""
     if temperature == 0:
@@ -48,7 +51,7 @@ def generate_images(
     prompts: str | Sequence[str],
     codec: Any = None,
     *,
-    cfg: float | None = 7.0,
+    guidance_scale: float | None = 7.0,
     temperature: float = 0.99,
     top_k: int = 4096,
     top_p: float = 0.96,
@@ -58,9 +61,11 @@ def generate_images(
     speculative_window: int = 0,
     coupling: str = "gumbel",
     progress: bool = True,
+    cfg: float | None = _NOT_GIVEN,
 ) -> ImageGeneration:
     """``num_images`` images per prompt with upstream's guided sampler, prompted as the
-    model was trained (``lm.image``: size prefix, pixels per code).
+    model was trained (``lm.image``: size prefix, pixels per code). ``guidance_scale``:
+    classifier-free guidance (None: none); ``cfg``, its former name, still takes its place.
 
     ``grid`` (h, w) defaults to the first grid the model was trained on (32x32 for
     upstream's). ``speculative_window`` L >= 2 decodes by speculative Jacobi decoding
@@ -70,13 +75,15 @@ def generate_images(
     """
     if isinstance(prompts, str):
         prompts = [prompts]
+    if cfg is not _NOT_GIVEN:
+        guidance_scale = cfg
     _check_codec(lm, codec)
     grid = tuple(grid) if grid is not None else lm.image.default_grid
     if lm.image.grids and grid not in lm.image.grids:
         logging.warning("the model was trained on grids %s, not %s; expect weaker images",
                         [f"{h}x{w}" for h, w in lm.image.grids], f"{grid[0]}x{grid[1]}")
     kwargs = dict(
-        cfg=cfg, sampling=sampling_params(temperature, top_k, top_p), num_images=num_images,
+        guidance_scale=guidance_scale, sampling=sampling_params(temperature, top_k, top_p), num_images=num_images,
         seed=seed, grid=grid, size_prefix=lm.image.size_prefix, speculative_window=speculative_window,
         coupling=coupling, mesh=lm.mesh, progress="image tokens" if progress else None,
     )

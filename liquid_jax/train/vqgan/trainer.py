@@ -94,7 +94,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, preemption: P
             if done % config.log_every == 0 or done == config.steps:
                 values = {k: float(v) for k, v in aux.items()}
                 values["images_per_second"] = images_since / (time.perf_counter() - tic)
-                values["codes_in_use_ema"] = float(np.mean(np.asarray(state["stats"]["usage"]) > 0.1 / spec.num_image_codes))
+                usage = np.asarray(state["stats"]["usage"])
+                values["codes_in_use_ema"] = float(np.mean(usage > 0.1 / spec.num_image_codes))
                 writer.write(done, values)
                 tic, images_since = time.perf_counter(), 0
             if done % config.eval_every == 0 or done == config.steps:
