@@ -72,9 +72,9 @@ def timed_run(lm, prompts, settings, window, grid, seed=0):
     kwargs = dict(guidance_scale=settings["guidance_scale"], num_images=1, seed=seed, grid=grid,
                   size_prefix=lm.image.size_prefix, pixels_per_code=lm.image.pixels_per_code or 16,
                   speculative_window=window, sampling=filters(settings))
-    generate_image_codes(lm.model, lm.tokenizer, prompts, **kwargs)  # compiles this shape
+    generate_image_codes(lm.model, lm.vocab, prompts, **kwargs)  # compiles this shape
     start = time.perf_counter()
-    result = generate_image_codes(lm.model, lm.tokenizer, prompts, **kwargs)
+    result = generate_image_codes(lm.model, lm.vocab, prompts, **kwargs)
     return result, time.perf_counter() - start
 
 
@@ -109,7 +109,7 @@ def histogram(lm, prompts, settings, window, grid) -> list[int]:
     from liquid_jax.sample.images import guided_batch
     from liquid_jax.sample.speculative import generate_speculative
 
-    rows = guided_batch(lm.tokenizer, prompts, 1, grid, lm.image.pixels_per_code or 16,
+    rows = guided_batch(lm.vocab, prompts, 1, grid, lm.image.pixels_per_code or 16,
                         size_prefix=lm.image.size_prefix)
     result = generate_speculative(
         lm.model, rows, grid[0] * grid[1], window=window, sampling=filters(settings),

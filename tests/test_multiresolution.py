@@ -114,8 +114,8 @@ def test_a_two_bucket_run_trains_exports_and_samples_both_grids(tmp_path):
         assert result.images.shape == (2, grid[0] * 2, grid[1] * 2, 3)
         example = training.text_to_image("a square picture", np.zeros(grid[0] * grid[1], np.int32), *grid, 0, False)
         head = example.ids[example.labels == 0].tolist()
-        assert text_to_image_prompts(lm.tokenizer, "a square picture", grid, lm.image.pixels_per_code,
+        assert text_to_image_prompts(lm.vocab, "a square picture", grid, lm.image.pixels_per_code,
                                      lm.image.size_prefix)[0] == head
-        assert lm.tokenizer.decode(head).startswith(f"Image Size: Width is {grid[1] * 2} Height is {grid[0] * 2}.")
+        assert lm.vocab.decode(head).startswith(f"Image Size: Width is {grid[1] * 2} Height is {grid[0] * 2}.")
     with pytest.raises(UserError, match="more than the model's context"):
         lm.generate_images(["x"], codec, grid=(30, 30), progress=False)

@@ -43,7 +43,7 @@ def text_perplexity(lm: LiquidLM, texts: Sequence[str], batch_size: int = 32) ->
     """exp(mean negative log-likelihood) of ``<bos> text <eos>`` over every token after
     ``<bos>``, under the model's whole (text + image) vocabulary."""
     special = lm.config.special_tokens
-    docs = [[special.bos] + lm.tokenizer.encode_text(t) + [special.eos] for t in texts]
+    docs = [[special.bos] + lm.vocab.encode_text(t) + [special.eos] for t in texts]
     width = -(-max(len(d) for d in docs) // _LENGTH_BUCKET) * _LENGTH_BUCKET
     total, count = 0.0, 0
     for start in range(0, len(docs), batch_size):
@@ -81,7 +81,7 @@ def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, g
 
 def describe_images(lm: LiquidLM, codec: ImageCodec, images: np.ndarray, max_new_tokens: int) -> list[str]:
     """Greedy captions with upstream's captioning prompt of same-size images [n, h, w, 3]."""
-    return caption_images(lm.model, lm.tokenizer, list(images), max_new_tokens, codec=codec,
+    return caption_images(lm.model, lm.vocab, list(images), max_new_tokens, codec=codec,
                           image_size=images.shape[1:3], size_prefix=lm.image.size_prefix,
                           progress="captioning").texts
 

@@ -135,7 +135,7 @@ class LiquidJaxLM(TemplateLM):
             import liquid_jax
 
             lm = liquid_jax.load(checkpoint, dtype=dtype, mesh=_local_mesh(), step=step)
-        if lm.tokenizer is None:
+        if lm.vocab is None:
             raise ValueError("the model was loaded without tokenizer files; lm-eval tasks are text")
         if jax.process_count() > 1 and lm.mesh is not None and any(
             d.process_index != jax.process_index() for d in lm.mesh.devices.flat
@@ -144,7 +144,7 @@ class LiquidJaxLM(TemplateLM):
                              "load the model on this process's devices (a mesh over jax.local_devices())")
         self.liquid = lm
         self.checkpoint = checkpoint
-        self.vocab = lm.tokenizer
+        self.vocab = lm.vocab
         self._batch_size = _positive_int(batch_size, "batch_size")
         context = lm.config.max_position_embeddings
         self._max_length = context if max_length is None else _positive_int(max_length, "max_length")

@@ -33,9 +33,9 @@ def _check_codec(lm: Any, codec: Any) -> None:
 
 
 def _vocab(lm: Any):
-    if lm.tokenizer is None:
+    if lm.vocab is None:
         raise ValueError("this model was loaded without tokenizer files; text prompts cannot be encoded")
-    return lm.tokenizer
+    return lm.vocab
 
 
 def _is_single_prompt(prompts: Any) -> bool:
@@ -113,13 +113,13 @@ def generate_text(
     A single string or 1-D token array is one prompt; a 2-D array is one prompt per row."""
     if _is_single_prompt(prompts):
         prompts = [prompts]
-    if lm.tokenizer is None and (images is not None or any(isinstance(p, str) for p in prompts)):
+    if lm.vocab is None and (images is not None or any(isinstance(p, str) for p in prompts)):
         _vocab(lm)
     _check_codec(lm, codec)
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     return _write(
-        lm.model, lm.tokenizer, prompts, max_new_tokens,
+        lm.model, lm.vocab, prompts, max_new_tokens,
         sampling=sampling_params(temperature, top_k, top_p), seed=seed, images=images,
         codec=codec, image_size=image_size, stop_tokens=stop_tokens, mesh=lm.mesh,
         progress="text tokens" if progress else None,
