@@ -13,7 +13,7 @@ import liquid_jax
 from _sample_models import tiny_vqgan
 from liquid_jax.checkpoint.vqgan import save_vqgan
 from liquid_jax.codec import ImageCodec
-from liquid_jax.data import buckets, image_inputs, pipeline, records
+from liquid_jax.data import buckets, captioned_images, pipeline, records
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.data.sequences import SequenceBuilder
 from liquid_jax.errors import UserError
@@ -49,7 +49,7 @@ def _pictures(directory, shapes, copies=1):
     table = os.path.join(directory, "captions.jsonl")
     with open(table, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    return image_inputs.folder_units(directory, table, "image", "caption", per_shard=100)
+    return captioned_images.folder_units(directory, table, "image", "caption", per_shard=100)
 
 
 def test_buckets_keep_each_images_shape(tmp_path):

@@ -17,7 +17,7 @@ import test_data_support as data_support
 from _sample_models import tiny_vqgan
 from liquid_jax.checkpoint import model as model_checkpoint
 from liquid_jax.codec import ImageCodec
-from liquid_jax.data import image_inputs, manifest, pipeline, records, sources
+from liquid_jax.data import captioned_images, manifest, pipeline, records, sources
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.data.pretokenize_text import pretokenize_text
 from liquid_jax.data.shards import write_shard
@@ -41,7 +41,7 @@ def picture_folder(directory, n=12, captions=None):
     table = os.path.join(directory, "captions.jsonl")
     with open(table, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    return image_inputs.folder_units(directory, table, "image", "caption", per_shard=100)
+    return captioned_images.folder_units(directory, table, "image", "caption", per_shard=100)
 
 
 def test_image_shards_of_another_codebook_are_refused_at_start(data_paths, tmp_path):

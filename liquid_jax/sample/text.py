@@ -11,7 +11,7 @@ import numpy as np
 from liquid_jax.model.transformer import Transformer
 from liquid_jax.sample.decode_loop import generate_tokens
 from liquid_jax.sample.filters import GREEDY, SamplingParams
-from liquid_jax.sample.image_input import images_to_codes
+from liquid_jax.sample.prompt_images import images_to_codes
 from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE
 from liquid_jax.sample.prompts import (
     caption_prompt,
