@@ -18,16 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from liquid_jax.model.vqgan import VQGAN
 from liquid_jax.sharding import logical_to_spec
-from liquid_jax.tokenizer.image import uint8_lookup_table
-
-
-def _pixels_to_model(pixels: jax.Array) -> jax.Array:
-    return jnp.asarray(uint8_lookup_table())[pixels.astype(jnp.int32)]
-
-
-def _model_to_pixels(x: jax.Array) -> jax.Array:
-    x = jnp.clip(x.astype(jnp.float32), -1.0, 1.0)
-    return (((x + 1.0) / 2.0) * 255.0).astype(jnp.uint8)
+from liquid_jax.tokenizer.image import to_model_input, to_uint8
 
 
 class ImageCodec:
@@ -70,12 +61,12 @@ class ImageCodec:
 
         def encode_fn(state, pixels):
             m = nnx.merge(graphdef, state)
-            codes = m.encode(_pixels_to_model(pixels))
+            codes = m.encode(to_model_input(pixels))
             return codes.reshape(codes.shape[0], -1)
 
         def decode_fn(state, codes):
             m = nnx.merge(graphdef, state)
-            return _model_to_pixels(m.decode(codes))
+            return to_uint8(m.decode(codes))
 
         self._encode = jax.jit(encode_fn)
         self._decode = jax.jit(decode_fn)

@@ -14,6 +14,7 @@ from liquid_jax.data import shapes
 from liquid_jax.demo import heldout
 from liquid_jax.demo import world as world_stage
 from liquid_jax.demo.stages import Context
+from liquid_jax.tokenizer.image import to_model_input
 from liquid_jax.train.vqgan import losses as vqgan_losses
 from liquid_jax.train.vqgan import trainer as vqgan_trainer
 
@@ -40,7 +41,7 @@ def reconstruct(codec: ImageCodec, images: Sequence[np.ndarray]) -> list[np.ndar
 
 def reconstruction_psnr(codec: ImageCodec, images: Sequence[np.ndarray]) -> float:
     """Mean PSNR (dB) of encode -> decode over uint8 images."""
-    to_model = lambda x: jnp.asarray(x, jnp.float32)[None] / 127.5 - 1.0  # noqa: E731
+    to_model = lambda x: to_model_input(jnp.asarray(x))[None]  # noqa: E731
     return float(np.mean([vqgan_losses.psnr(to_model(a), to_model(b))[0]
                           for a, b in zip(images, reconstruct(codec, images))]))
 

@@ -19,6 +19,7 @@ from flax import nnx
 
 from liquid_jax.model.vqgan import VQGAN
 from liquid_jax.model.vqgan_config import VQGANConfig
+from liquid_jax.tokenizer.image import to_model_input
 from liquid_jax.train.vqgan import codebook, losses
 from liquid_jax.train.vqgan.patchgan import PatchGAN
 from liquid_jax.train.vqgan.perceptual import perceptual_distance
@@ -101,11 +102,6 @@ def init_state(config: ml_collections.ConfigDict) -> tuple[Spec, State]:
 def checkpointed(state: State) -> State:
     """What a checkpoint holds of ``state``: all but ``step``, which is the checkpoint's number."""
     return {k: state[k] for k in ("params", "opt_state", "stats")}
-
-
-def to_model_input(pixels: jax.Array) -> jax.Array:
-    """uint8 pixels -> floats in [-1, 1]."""
-    return pixels.astype(jnp.float32) / 255.0 * 2.0 - 1.0
 
 
 def modules(spec: Spec, state: State) -> Modules:
