@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from liquid_jax.model.vqgan import VQGAN
-from liquid_jax.sharding import logical_to_spec
+from liquid_jax.sharding import logical_to_spec, pad_to_batch_shards
 from liquid_jax.tokenizer.image import to_model_input, to_uint8
 
 
@@ -45,17 +45,14 @@ class ImageCodec:
         self.model = model
         self.config = cfg
         self.mesh = mesh
-        shards = 1
         if mesh is not None:
             spec = logical_to_spec(("batch",), mesh=mesh)[0]
-            axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
-            shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
             self._batch_sharding = NamedSharding(mesh, PartitionSpec(spec))
             replicated = NamedSharding(mesh, PartitionSpec())
             graphdef, state = nnx.split(model)
             model = nnx.merge(graphdef, jax.device_put(state, replicated))
             self.model = model
-        self.batch_size = max(shards, -(-batch_size // shards) * shards)
+        self.batch_size = pad_to_batch_shards(max(batch_size, 1), mesh)
         graphdef, state = nnx.split(self.model)
         self._state = state
 

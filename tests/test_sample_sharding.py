@@ -12,9 +12,16 @@ from liquid_jax.model.transformer import from_params
 from liquid_jax.sample.decode_loop import generate_tokens, left_pad
 from liquid_jax.sample.filters import GREEDY, SamplingParams
 from liquid_jax.sample.placement import BatchPlacement
-from liquid_jax.sharding import make_mesh
+from liquid_jax.sharding import batch_shard_count, make_mesh, pad_to_batch_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_batch_shards_are_counted_and_padded_to_in_one_place():
+    mesh = make_mesh((2, 2, 2))  # data and fsdp carry the batch; tensor does not
+    assert batch_shard_count(mesh) == 4 and batch_shard_count(None) == 1
+    assert [pad_to_batch_shards(rows, mesh) for rows in (1, 4, 5)] == [4, 4, 8]
+    assert pad_to_batch_shards(5, None) == 5
 
 
 def test_placement_pads_each_half_to_the_batch_shards():

@@ -48,7 +48,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models import utils as model_utils
 from tqdm.auto import tqdm
 
-from liquid_jax.sharding import batch_shard_count, logical_to_spec, make_mesh
+from liquid_jax.sharding import logical_to_spec, make_mesh, pad_to_batch_shards
 
 if TYPE_CHECKING:
     from liquid_jax.api import LiquidLM
@@ -156,8 +156,7 @@ class LiquidJaxLM(TemplateLM):
         self._bos_text = self.vocab.text.id_to_piece(self.prefix_token_id)
         self._rank = jax.process_index()
         self._world_size = jax.process_count()
-        shards = batch_shard_count(lm.mesh)
-        self._batch_rows = -(-self._batch_size // shards) * shards  # whole rows per batch shard
+        self._batch_rows = pad_to_batch_shards(self._batch_size, lm.mesh)
 
     # --- what lm-eval asks of a model -------------------------------------------------
 
