@@ -59,7 +59,7 @@ def demo_model(workdir: str | None):
     """(LiquidLM, codec, held-out prompts) of a finished demo run (trained here if needed)."""
     if workdir is None:
         workdir = os.path.join(ROOT, "benchmarks", ".cache", "demo")
-        from liquid_jax.train.config import load_config_file
+        from liquid_jax.model.config import load_config_file
 
         run_demo(Context(load_config_file(os.path.join(ROOT, "configs", "demo.py")), workdir))
     context = Context(ml_collections.ConfigDict(), os.path.abspath(workdir))

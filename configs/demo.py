@@ -14,7 +14,7 @@ import os
 
 import ml_collections
 
-from liquid_jax.train.config import load_config_file
+from liquid_jax.model.config import load_config_file
 
 
 def _run(**fields) -> ml_collections.ConfigDict:

@@ -10,7 +10,7 @@ import pytest
 from liquid_jax.demo import evaluate, experiments, heldout
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import DONE_FILE, Context, read_record
-from liquid_jax.train.config import load_config_file
+from liquid_jax.model.config import load_config_file
 
 CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "demo.py")
 REQUIRED = ("t2i_accuracy", "caption_accuracy", "text_ppl_base", "text_ppl_liquid", "vqgan_psnr",

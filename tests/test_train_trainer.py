@@ -9,6 +9,7 @@ from ml_collections import config_flags
 
 import _train_support as support
 from liquid_jax.checkpoint import train_state
+from liquid_jax.model.config import load_config_file
 from liquid_jax.train import metrics, trainer
 from liquid_jax.train import config as config_lib
 
@@ -58,7 +59,7 @@ def test_tiny_mixed_run_learns_logs_and_checkpoints(data_paths, tmp_path):
 
 
 def test_unknown_config_key_names_the_nearest_keys():
-    config = config_lib.load_config_file(support.TINY_CONFIG, "smoke")
+    config = load_config_file(support.TINY_CONFIG, "smoke")
     message = config_lib.unknown_override(config, "train.grad_acum_steps")
     assert "grad_accum_steps" in message and "train has no 'grad_acum_steps'" in message
     assert "valid keys" in config_lib.unknown_override(config, "optimizer.zzz")

@@ -1,6 +1,5 @@
 """VQGAN training: losses against independent references, and the train-vqgan entry point."""
 
-import importlib.util
 import json
 import os
 
@@ -14,6 +13,7 @@ from flax import nnx
 from liquid_jax import cli
 from liquid_jax.api import load_vqgan
 from liquid_jax.checkpoint import train_state
+from liquid_jax.model.config import load_config_file
 from liquid_jax.model.vqgan_config import VQGANConfig
 from liquid_jax.train.vqgan import codebook, losses
 from liquid_jax.train.vqgan.data import shape_images
@@ -169,13 +169,6 @@ def _run(workdir):
     assert not exit_info.value.code
 
 
-def vqgan_trainer_config(arg):
-    spec = importlib.util.spec_from_file_location("vqgan_tiny_config", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 def test_smoke_training_writes_metrics_images_checkpoints_and_resumes(tmp_path):
     workdir = tmp_path / "run"
     _run(workdir)
@@ -197,7 +190,7 @@ def test_smoke_training_writes_metrics_images_checkpoints_and_resumes(tmp_path):
     assert codes.shape == (2, 64) and codec.decode(codes).shape == (2, 16, 16, 3)
 
     # Resuming continues from the last checkpoint (step 4), it does not start over.
-    config = vqgan_trainer_config("smoke")
+    config = load_config_file(CONFIG, "smoke")
     config.steps = 6
     train(config, str(workdir))
     steps = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")]
@@ -217,6 +210,6 @@ def test_a_run_whose_checkpoint_names_the_codebook_n_embed_resumes(tmp_path):
 @pytest.mark.slow
 def test_tiny_preset_learns_shapes(tmp_path):
     """The acceptance run: configs/vqgan_tiny.py on 512 synthetic 64x64 shape images."""
-    final = train(vqgan_trainer_config(""), str(tmp_path / "tiny"))
+    final = train(load_config_file(CONFIG, ""), str(tmp_path / "tiny"))
     assert final["eval_psnr"] >= 25.0, final
     assert final["eval_codes_used"] >= 0.5, final
