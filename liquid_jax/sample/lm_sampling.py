@@ -83,9 +83,10 @@ def generate_images(
         logging.warning("the model was trained on grids %s, not %s; expect weaker images",
                         [f"{h}x{w}" for h, w in lm.image.grids], f"{grid[0]}x{grid[1]}")
     kwargs = dict(
-        guidance_scale=guidance_scale, sampling=sampling_params(temperature, top_k, top_p), num_images=num_images,
-        seed=seed, grid=grid, size_prefix=lm.image.size_prefix, speculative_window=speculative_window,
-        coupling=coupling, mesh=lm.mesh, progress="image tokens" if progress else None,
+        guidance_scale=guidance_scale, sampling=sampling_params(temperature, top_k, top_p),
+        num_images=num_images, seed=seed, grid=grid, size_prefix=lm.image.size_prefix,
+        speculative_window=speculative_window, coupling=coupling, mesh=lm.mesh,
+        progress="image tokens" if progress else None,
     )
     if codec is None:
         pixels_per_code = lm.image.pixels_per_code or DEFAULT_PIXELS_PER_CODE
