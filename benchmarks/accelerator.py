@@ -29,7 +29,7 @@ attention, remat recomputation not counted) times tokens/s over the chips' publi
 bf16 peak (``liquid_jax.train.chips``); null on a CPU.
 
 (b) ``t2i/<model>``: guided generation of 4 images of 32x32 codes (8 rows with the
-unconditional halves; upstream's defaults cfg 7, temperature 0.99, top-k 4096, top-p 0.96)
+unconditional halves; upstream's defaults guidance_scale 7, temperature 0.99, top-k 4096, top-p 0.96)
 by a Gemma-7B-shaped decoder with random bf16 weights (d_model 3072, 28 layers, 16 heads of
 256, MLP 24576, 256000 text tokens + 8192 image codes), built once with transformers on the
 device and converted to liquid_jax. Ours: ``liquid_jax.sample.decode_loop.generate_tokens``
@@ -91,7 +91,7 @@ TRAIN_RUNS = {"llama3_2_1b_liquid": "llama3_2_1b.py", "gemma2_2b_liquid": "gemma
 TINY_TRAIN_RUNS = {"tiny_llama": "tiny_llama.py", "tiny_gemma2": "tiny_gemma2.py"}
 TINY_SEQ_LEN = 64  # a multiple of the flash_gpu block; tiny_gemma2's window (16) is shorter
 
-UPSTREAM_SAMPLING = dict(cfg=7.0, temperature=0.99, top_k=4096, top_p=0.96)  # upstream's inference_t2i.py
+UPSTREAM_SAMPLING = dict(guidance_scale=7.0, temperature=0.99, top_k=4096, top_p=0.96)  # upstream's inference_t2i.py
 T2I = dict(
     name="gemma_7b_shape", d_model=3072, layers=28, heads=16, kv_heads=16, head_dim=256, mlp_dim=24_576,
     text_vocab=256_000, image_codes=8192, grid=(32, 32), images=4, prompt_tokens=24, dtype="bfloat16",
@@ -296,7 +296,7 @@ def t2i_measurement(c: dict[str, Any], upstream: bool) -> dict[str, Any]:
     def ours(seed: int) -> np.ndarray:
         sampling = SamplingParams(temperature=c["temperature"], top_k=c["top_k"], top_p=c["top_p"])
         tokens = generate_tokens(model, rows, steps, sampling=sampling, seed=seed, vocab_range=vocab,
-                                 guidance_scale=c["cfg"]).tokens
+                                 guidance_scale=c["guidance_scale"]).tokens
         if tokens.shape != (len(rows), steps) or not ((tokens >= vocab[0]) & (tokens < vocab[1])).all():
             raise AssertionError(f"our sampler returned tokens {tokens.shape} outside the image codes {vocab}")
         return tokens
@@ -322,8 +322,8 @@ def t2i_measurement(c: dict[str, Any], upstream: bool) -> dict[str, Any]:
     from _upstream_t2i import upstream_t2i
 
     def reference(n: int) -> np.ndarray:
-        codes = upstream_t2i(hf, rows, n, c["text_vocab"], c["cfg"], c["temperature"], c["top_k"], c["top_p"],
-                             seed=1, pad_id=SPECIAL.pad)
+        codes = upstream_t2i(hf, rows, n, c["text_vocab"], c["guidance_scale"], c["temperature"], c["top_k"],
+                             c["top_p"], seed=1, pad_id=SPECIAL.pad)
         if codes.shape != (len(rows) // 2, n) or not ((codes >= 0) & (codes < c["image_codes"])).all():
             raise AssertionError(f"upstream's loop returned codes {codes.shape} outside [0, {c['image_codes']})")
         return codes

@@ -2,7 +2,7 @@
 prompt, in the same run.
 
 The model is benchmarks/sample_throughput.py's random decoder (Llama layout, d_model 512,
-8 layers, 32000 text tokens + 8192 codes) with its sampling settings (16x16 grid, cfg 7,
+8 layers, 32000 text tokens + 8192 codes) with its sampling settings (16x16 grid, guidance_scale 7,
 temperature 0.99, top-k 4096, top-p 0.96), a random VQGAN with 8192 codes to decode, and
 prompts of a few words. Ours draws ``--batch_size`` prompts per call (the default of the
 command) and writes the PNGs; the loop draws one prompt per call and keeps the images in
@@ -45,7 +45,7 @@ def build(directory: str):
     text = tiny_vocab(directory).text
     vocab = MultimodalVocab(text, sample_throughput.SPECIAL, c["text_vocab"], c["image_codes"])
     lm = LiquidLM(model.config, model, vocab)
-    return lm, ImageCodec(tiny_vqgan(n_embed=c["image_codes"]))
+    return lm, ImageCodec(tiny_vqgan(num_image_codes=c["image_codes"]))
 
 
 def main() -> None:
@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "eval_generate.json"))
     args = parser.parse_args()
     c = sample_throughput.CONFIG
-    sampling = dict(cfg=c["cfg"], temperature=c["temperature"], top_k=c["top_k"], top_p=c["top_p"], grid=c["grid"])
+    sampling = dict(guidance_scale=c["guidance_scale"], temperature=c["temperature"], top_k=c["top_k"],
+                    top_p=c["top_p"], grid=c["grid"])
     with tempfile.TemporaryDirectory() as tmp:
         lm, codec = build(tmp)
         prompts = [benchmarks.Prompt(f"{i:05d}", " ".join(WORDS[i % 7 : i % 7 + 5])) for i in range(args.prompts)]

@@ -1,13 +1,13 @@
 """Speculative Jacobi decoding against token-by-token decoding, in the same run.
 
 (a) The built-in default's Liquid model at its grid (4x4 codes), on its 64 held-out prompts:
-    with its evaluation settings (cfg 1.5, top-k 1: greedy) and with sampling
-    (cfg 1.5, temperature 1, top-k 64); forward passes per image, codes committed per
+    with its evaluation settings (guidance_scale 1.5, top-k 1: greedy) and with sampling
+    (guidance_scale 1.5, temperature 1, top-k 64); forward passes per image, codes committed per
     forward (mean and histogram), image tokens/s at batch 1 and 4 for L in {4, 8, 16, 32}
     against the plain sampler, and the checker's text-to-image accuracy of both.
     ``--demo_workdir`` takes a finished ``liquid-jax demo`` run; without it one is trained
     in ``benchmarks/.cache/demo`` (about 15-40 minutes on 2 cores) and reused.
-(b) The random benchmark model of benchmarks/sample_throughput.py (16x16 grid, cfg 7,
+(b) The random benchmark model of benchmarks/sample_throughput.py (16x16 grid, guidance_scale 7,
     temperature 0.99, top-k 4096, top-p 0.96): random weights accept few drafts, so this
     shows the cost of a window rather than the gain.
 
@@ -45,10 +45,10 @@ from liquid_jax.sample.lm_sampling import sampling_params  # noqa: E402
 from liquid_jax.shapes import checker  # noqa: E402
 
 SETTINGS = {
-    "eval": dict(cfg=1.5, temperature=1.0, top_k=1, top_p=1.0),
-    "sampled": dict(cfg=1.5, temperature=1.0, top_k=64, top_p=1.0),
+    "eval": dict(guidance_scale=1.5, temperature=1.0, top_k=1, top_p=1.0),
+    "sampled": dict(guidance_scale=1.5, temperature=1.0, top_k=64, top_p=1.0),
 }
-RANDOM = dict(cfg=7.0, temperature=0.99, top_k=4096, top_p=0.96)
+RANDOM = dict(guidance_scale=7.0, temperature=0.99, top_k=4096, top_p=0.96)
 REPEATS = 21  # timed runs per measurement of the demo model (the median is reported)
 
 
@@ -60,7 +60,7 @@ def demo_model(workdir: str | None):
     """(LiquidLM, codec, held-out prompts) of a finished demo run (trained here if needed)."""
     if workdir is None:
         workdir = os.path.join(ROOT, "benchmarks", ".cache", "demo")
-        from liquid_jax.train.config import load_config_file
+        from liquid_jax.model.config import load_config_file
 
         run_demo(Context(load_config_file(os.path.join(ROOT, "configs", "demo.py")), workdir))
     context = Context(ml_collections.ConfigDict(), os.path.abspath(workdir))
@@ -71,14 +71,14 @@ def demo_model(workdir: str | None):
 def timed_run(lm, prompts, settings, window, grid, repeats=1):
     """(the generation, median seconds of ``repeats`` runs), compiled beforehand. Batch-1
     runs take milliseconds, so one run measures mostly the noise of the machine."""
-    kwargs = dict(cfg=settings["cfg"], num_images=1, seed=0, grid=grid, size_prefix=lm.image.size_prefix,
-                  pixels_per_code=lm.image.pixels_per_code or 16, speculative_window=window,
-                  sampling=filters(settings))
-    generate_image_codes(lm.model, lm.tokenizer, prompts, **kwargs)  # compiles this shape
+    kwargs = dict(guidance_scale=settings["guidance_scale"], num_images=1, seed=0, grid=grid,
+                  size_prefix=lm.image.size_prefix, pixels_per_code=lm.image.pixels_per_code or 16,
+                  speculative_window=window, sampling=filters(settings))
+    generate_image_codes(lm.model, lm.vocab, prompts, **kwargs)  # compiles this shape
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = generate_image_codes(lm.model, lm.tokenizer, prompts, **kwargs)
+        result = generate_image_codes(lm.model, lm.vocab, prompts, **kwargs)
         seconds.append(time.perf_counter() - start)
     return result, float(np.median(seconds))
 
@@ -114,11 +114,11 @@ def histogram(lm, prompts, settings, window, grid) -> list[int]:
     from liquid_jax.sample.images import guided_batch
     from liquid_jax.sample.speculative import generate_speculative
 
-    rows = guided_batch(lm.tokenizer, prompts, 1, grid, lm.image.pixels_per_code or 16,
+    rows = guided_batch(lm.vocab, prompts, 1, grid, lm.image.pixels_per_code or 16,
                         size_prefix=lm.image.size_prefix)
     result = generate_speculative(
         lm.model, rows, grid[0] * grid[1], window=window, sampling=filters(settings),
-        vocab_range=(lm.config.text_vocab_size, lm.config.vocab_size), guidance_scale=settings["cfg"])
+        vocab_range=(lm.config.text_vocab_size, lm.config.vocab_size), guidance_scale=settings["guidance_scale"])
     return result.commits.tolist()
 
 
@@ -207,10 +207,11 @@ def random_model(model, rows, c, windows) -> dict:
         for window in [0, *windows]:
             def run():
                 if window == 0:
-                    generate_tokens(model, pick, steps, sampling=sampling, vocab_range=vocab, guidance_scale=c["cfg"])
+                    generate_tokens(model, pick, steps, sampling=sampling, vocab_range=vocab,
+                                    guidance_scale=c["guidance_scale"])
                     return np.full((batch,), steps)
                 return generate_speculative(model, pick, steps, window=window, sampling=sampling, vocab_range=vocab,
-                                            guidance_scale=c["cfg"]).forwards
+                                            guidance_scale=c["guidance_scale"]).forwards
             run()
             start = time.perf_counter()
             forwards = run()

@@ -1,7 +1,7 @@
 """Guided text-to-image sampling throughput: liquid_jax's sampler vs upstream's loop.
 
 One random decoder (Llama layout, d_model 512, 8 layers, 32000 text tokens + 8192 image
-codes), 4 images of 16x16 = 256 codes with classifier-free guidance (8 rows), cfg 7,
+codes), 4 images of 16x16 = 256 codes with classifier-free guidance (8 rows), guidance_scale 7,
 temperature 0.99, top-k 4096, top-p 0.96. The reference is upstream's algorithm with
 torch and transformers (KV cache, full-vocabulary logits, both halves in one batch, the
 same filters); ours is the jitted prefill + while_loop computing only the image rows
@@ -44,7 +44,7 @@ from liquid_jax.sample.filters import SamplingParams  # noqa: E402
 CONFIG = dict(
     d_model=512, layers=8, heads=8, kv_heads=8, head_dim=64, mlp_dim=2048,
     text_vocab=32000, image_codes=8192, grid=(16, 16), images=4, prompt_tokens=24,
-    cfg=7.0, temperature=0.99, top_k=4096, top_p=0.96, dtype="float32",
+    guidance_scale=7.0, temperature=0.99, top_k=4096, top_p=0.96, dtype="float32",
 )
 SPECIAL = SpecialTokens(bos=1, eos=2, pad=0, boi=3, eoi=4, unconditional=5)
 
@@ -81,13 +81,13 @@ def run_ours(model, rows, seed):
         model, rows, c["grid"][0] * c["grid"][1],
         sampling=SamplingParams(temperature=c["temperature"], top_k=c["top_k"], top_p=c["top_p"]),
         seed=seed, vocab_range=(c["text_vocab"], c["text_vocab"] + c["image_codes"]),
-        guidance_scale=c["cfg"],
+        guidance_scale=c["guidance_scale"],
     )
 
 
 def run_reference(hf, rows, seed):
     c = CONFIG
-    return upstream_t2i(hf, rows, c["grid"][0] * c["grid"][1], c["text_vocab"], c["cfg"],
+    return upstream_t2i(hf, rows, c["grid"][0] * c["grid"][1], c["text_vocab"], c["guidance_scale"],
                         c["temperature"], c["top_k"], c["top_p"], seed=seed, pad_id=SPECIAL.pad)
 
 

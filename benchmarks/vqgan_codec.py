@@ -46,7 +46,7 @@ def _reference_modules(cfg: VQGANConfig):
     with contextlib.redirect_stdout(io.StringIO()):
         mods = torch.nn.ModuleDict({
             "encoder": Encoder(**dd), "decoder": Decoder(**dd),
-            "quantize": VectorQuantizer(cfg.n_embed, cfg.embed_dim, beta=0.25),
+            "quantize": VectorQuantizer(cfg.num_image_codes, cfg.embed_dim, beta=0.25),
             "quant_conv": torch.nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1),
             "post_quant_conv": torch.nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1),
         })

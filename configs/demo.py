@@ -12,7 +12,7 @@ train`` configs, ``liquid_mix`` (the weights of the Liquid run's data sources), 
 
 In ``base`` and ``liquid`` the stages fill in what they make: ``model`` (this config keeps
 the dtypes; the architecture is ``model``'s sizes, or the base LM's for Liquid),
-``tokenizer``, ``data.sources``, ``data.codebook_size`` and ``init``. Their ``train.seed``
+``tokenizer``, ``data.sources``, ``data.num_image_codes`` and ``init``. Their ``train.seed``
 and ``data.seed`` follow ``seed``, and ``checkpoint.every`` follows ``train.steps`` (one
 checkpoint, at the end), unless they are set themselves.
 """
@@ -21,7 +21,8 @@ import os
 
 import ml_collections
 
-from liquid_jax.train.config import load_config_file, train_config
+from liquid_jax.model.config import load_config_file
+from liquid_jax.train.config import train_config
 
 
 def _run(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
@@ -58,7 +59,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # 64 px -> 4x4 codes (16 px per code, as Chameleon's VQGAN: four halvings). Shapes are
     # centred on multiples of 16 px, so each sits on a 2x2 block of codes wherever it is:
     # 64 codes per image (8 px per code) needed 4800 Liquid steps for t2i_accuracy 0.83.
-    c.vqgan.model.update(ch_mult=(1, 1, 2, 2, 4), n_embed=512)
+    c.vqgan.model.update(ch_mult=(1, 1, 2, 2, 4), num_image_codes=512)
     c.vqgan.data.update(num_eval=64, image_size=64)
     c.vqgan.steps = 700
     c.vqgan.batch_size = 16
@@ -83,10 +84,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # 2000 steps, captions 0.953 -> 0.969, text ratio 0.946.
     c.liquid_mix = ml_collections.ConfigDict(dict(text_weight=0.5, image_weight=5.0))
     # Top-k 1: each prompt of this world has exactly one right image. Mild guidance: with 25%
-    # two-shape training pairs and 3600 steps t2i_accuracy is 0.797 / 0.797 / 0.0 at cfg
-    # 1 / 1.5 / 3 (strong guidance pushes this small model off its image distribution).
+    # two-shape training pairs and 3600 steps t2i_accuracy is 0.797 / 0.797 / 0.0 at
+    # guidance_scale 1 / 1.5 / 3 (strong guidance pushes this small model off its images).
     c.sample = ml_collections.ConfigDict(dict(
-        cfg=1.5, temperature=1.0, top_k=1, top_p=1.0, caption_max_tokens=40,
+        guidance_scale=1.5, temperature=1.0, top_k=1, top_p=1.0, caption_max_tokens=40,
     ))
     # --experiment scaling: model sizes (d_model, num_layers) and the three data mixes;
     # --experiment mutual_boost: how much extra t2i / caption data is added.
@@ -112,7 +113,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         c.vqgan.steps = 6
         c.vqgan.batch_size = 8
         c.vqgan.log_every = c.vqgan.eval_every = c.vqgan.checkpoint_every = 6
-        c.vqgan.model.update(ch=8, ch_mult=(1, 1, 2, 4), z_channels=8, embed_dim=8, n_embed=32, num_groups=4)
+        c.vqgan.model.update(ch=8, ch_mult=(1, 1, 2, 4), z_channels=8, embed_dim=8, num_image_codes=32, num_groups=4)
         c.model.update(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, mlp_dim=64)
         # Batch 8: divisible by the 8 fake CPU devices the tests run on.
         for run, seq_len in ((c.base, 128), (c.liquid, 192)):

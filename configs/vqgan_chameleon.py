@@ -18,7 +18,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = ml_collections.ConfigDict(dict(
         ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(), z_channels=256,
-        embed_dim=256, n_embed=8192, num_groups=32, beta=0.25, dtype="bfloat16", param_dtype="float32",
+        embed_dim=256, num_image_codes=8192, num_groups=32, beta=0.25, dtype="bfloat16", param_dtype="float32",
     ))
     c.data = ml_collections.ConfigDict(dict(
         source="folder", folder="", image_size=512, num_eval=64, seed=0,

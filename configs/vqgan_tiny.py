@@ -14,7 +14,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = ml_collections.ConfigDict(dict(
         ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), z_channels=32,
-        embed_dim=16, n_embed=256, num_groups=8, beta=0.25, dtype="float32", param_dtype="float32",
+        embed_dim=16, num_image_codes=256, num_groups=8, beta=0.25, dtype="float32", param_dtype="float32",
     ))
     c.data = ml_collections.ConfigDict(dict(
         source="shapes", folder="", image_size=64, num_train=512, num_eval=64, seed=0,
@@ -43,7 +43,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.checkpoint_every = 250
     c.keep_checkpoints = 2
     if arg == "smoke":
-        c.model.update(ch=16, ch_mult=(1, 2), z_channels=8, embed_dim=8, n_embed=32)
+        c.model.update(ch=16, ch_mult=(1, 2), z_channels=8, embed_dim=8, num_image_codes=32)
         c.data.update(image_size=16, num_train=16, num_eval=8)
         c.loss.update(disc_weight=0.1, disc_start=2, disc_ndf=16, disc_layers=1)
         c.codebook.update(restart_every=2, ema=False)  # the gradient codebook path

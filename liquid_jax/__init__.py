@@ -6,7 +6,8 @@ image codec. Both are imported on first use, so ``import liquid_jax`` stays ligh
 Layers, lowest first; a module imports only from its own layer or lower ones, inside
 functions too (``tests/test_layering.py``):
 
-  0  errors, paths, host_memory, machine what every layer may raise, how paths are read, the CPU
+  0  errors, paths, host_memory, machine what every layer may raise, how paths are read, the CPU,
+     former_names                        field names of earlier versions still read from disk
   1  sharding                            the mesh and logical axes
   2  model                               the decoder, the VQGAN, configs, attention, remat
   3  tokenizer                           text tokenizers, the multimodal vocabulary, pixels
@@ -39,7 +40,7 @@ _LAZY = {
 __all__ = ["LiquidLM", "load", "load_vqgan", "__version__"]
 
 LAYERS = (
-    ("errors", "paths", "host_memory", "machine"),
+    ("errors", "paths", "host_memory", "machine", "former_names"),
     ("sharding",),
     ("model",),
     ("tokenizer",),

@@ -29,10 +29,10 @@ from liquid_jax.codec import ImageCodec
 from liquid_jax.convert import hf
 from liquid_jax.convert.vqgan import load_converted
 from liquid_jax.model.config import TransformerConfig
-from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.model.image_format import ImageFormat
 from liquid_jax.model.transformer import Transformer, abstract_model
 from liquid_jax.model.vqgan import VQGAN
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.sample import lm_sampling
 from liquid_jax.tokenizer.text import load_text_tokenizer
 from liquid_jax.tokenizer.vocab import MultimodalVocab
@@ -46,21 +46,22 @@ def _real_vocab_logits(graphdef: nnx.GraphDef, vocab_size: int, state: nnx.State
 
 
 class LiquidLM:
-    """A loaded model: ``config``, ``model`` (the NNX Transformer), ``tokenizer``
-    (MultimodalVocab, or None without tokenizer files), ``image`` (the ImageFormat it
-    was trained with: size prefix, pixels per code, grids, VQGAN) and ``mesh`` (or None)."""
+    """A loaded model: ``config``, ``model`` (the NNX Transformer), ``vocab`` (the
+    MultimodalVocab: text tokenizer and image codes; None without tokenizer files),
+    ``image`` (the ImageFormat it was trained with: size prefix, pixels per code, grids,
+    VQGAN) and ``mesh`` (or None)."""
 
     def __init__(
         self,
         config: TransformerConfig,
         model: Transformer,
-        tokenizer: MultimodalVocab | None,
+        vocab: MultimodalVocab | None,
         mesh: jax.sharding.Mesh | None = None,
         image: ImageFormat | None = None,
     ):
         self.config = config
         self.model = model
-        self.tokenizer = tokenizer
+        self.vocab = vocab
         self.mesh = mesh
         self.image = image if image is not None else ImageFormat()
     def _mesh_context(self):

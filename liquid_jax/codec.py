@@ -17,17 +17,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from liquid_jax.model.vqgan import VQGAN
-from liquid_jax.sharding import logical_to_spec
-from liquid_jax.tokenizer.image import uint8_lookup_table
-
-
-def _pixels_to_model(pixels: jax.Array) -> jax.Array:
-    return jnp.asarray(uint8_lookup_table())[pixels.astype(jnp.int32)]
-
-
-def _model_to_pixels(x: jax.Array) -> jax.Array:
-    x = jnp.clip(x.astype(jnp.float32), -1.0, 1.0)
-    return (((x + 1.0) / 2.0) * 255.0).astype(jnp.uint8)
+from liquid_jax.sharding import logical_to_spec, pad_to_batch_shards
+from liquid_jax.tokenizer.image import to_model_input, to_uint8
 
 
 class ImageCodec:
@@ -54,39 +45,36 @@ class ImageCodec:
         self.model = model
         self.config = cfg
         self.mesh = mesh
-        shards = 1
         if mesh is not None:
             spec = logical_to_spec(("batch",), mesh=mesh)[0]
-            axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
-            shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
             self._batch_sharding = NamedSharding(mesh, PartitionSpec(spec))
             replicated = NamedSharding(mesh, PartitionSpec())
             graphdef, state = nnx.split(model)
             model = nnx.merge(graphdef, jax.device_put(state, replicated))
             self.model = model
-        self.batch_size = max(shards, -(-batch_size // shards) * shards)
+        self.batch_size = pad_to_batch_shards(max(batch_size, 1), mesh)
         graphdef, state = nnx.split(self.model)
         self._state = state
 
         def encode_fn(state, pixels):
             m = nnx.merge(graphdef, state)
-            codes = m.encode(_pixels_to_model(pixels))
+            codes = m.encode(to_model_input(pixels))
             return codes.reshape(codes.shape[0], -1)
 
         def decode_fn(state, codes):
             m = nnx.merge(graphdef, state)
-            return _model_to_pixels(m.decode(codes))
+            return to_uint8(m.decode(codes))
 
         self._encode = jax.jit(encode_fn)
         self._decode = jax.jit(decode_fn)
 
     @property
-    def downsample_factor(self) -> int:
-        return self.config.downsample_factor
+    def pixels_per_code(self) -> int:
+        return self.config.pixels_per_code
 
     @property
-    def codebook_size(self) -> int:
-        return self.config.n_embed
+    def num_image_codes(self) -> int:
+        return self.config.num_image_codes
 
     @property
     def has_decoder(self) -> bool:
@@ -101,9 +89,9 @@ class ImageCodec:
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """The code grid (h, w) of an image of this size."""
-        f = self.downsample_factor
+        f = self.pixels_per_code
         if height % f or width % f:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the downsample factor {f}")
+            raise ValueError(f"image size {height}x{width} is not a multiple of the {f} pixels per code")
         return height // f, width // f
 
     def _chunks(self, array: np.ndarray, fn) -> np.ndarray:
@@ -137,18 +125,18 @@ class ImageCodec:
         """int codes [B, h*w] (or [B, h, w]) -> uint8 images [B, h*f, w*f, 3].
 
         ``grid`` is (h, w); without it a flat sequence must be a perfect square. Codes
-        outside [0, codebook_size) raise ValueError.
+        outside [0, num_image_codes) raise ValueError.
         """
         if not self.has_decoder:
             raise ValueError("this codec has no decoder (it was loaded from an encoder-only checkpoint)")
         codes = np.asarray(codes)
         if not np.issubdtype(codes.dtype, np.integer):
             raise TypeError(f"decode expects integer codes, got {codes.dtype}")
-        bad = (codes < 0) | (codes >= self.codebook_size)
+        bad = (codes < 0) | (codes >= self.num_image_codes)
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(
-                f"{int(bad.sum())} codes outside [0, {self.codebook_size}); first at index {idx}: "
+                f"{int(bad.sum())} codes outside [0, {self.num_image_codes}); first at index {idx}: "
                 f"{int(codes[idx])} (image tokens must be shifted back by the text vocabulary size)"
             )
         if codes.ndim == 1:
@@ -166,7 +154,7 @@ class ImageCodec:
         elif codes.ndim != 3:
             raise ValueError(f"decode expects codes [B, h*w] or [B, h, w], got shape {codes.shape}")
         if codes.shape[0] == 0:
-            f = self.downsample_factor
+            f = self.pixels_per_code
             return np.zeros((0, codes.shape[1] * f, codes.shape[2] * f, self.config.out_ch), np.uint8)
         return self._chunks(codes.astype(np.int32), self._decode)
 

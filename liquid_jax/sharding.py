@@ -159,3 +159,9 @@ def batch_shard_count(mesh: Mesh | None, rules: Sequence[tuple[str, Any]] = LOGI
         return 1
     axes = (axes,) if isinstance(axes, str) else tuple(axes)
     return int(np.prod([mesh.shape[a] for a in axes]))
+
+
+def pad_to_batch_shards(rows: int, mesh: Mesh | None) -> int:
+    """``rows`` rounded up to the same whole number of rows on every batch shard of ``mesh``."""
+    shards = batch_shard_count(mesh)
+    return -(-rows // shards) * shards

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 
 import _train_support as support
+from liquid_jax.model.config import load_config_file
 from liquid_jax.sharding import make_mesh
-from liquid_jax.train import config as config_lib
 from liquid_jax.train import trainer
 from liquid_jax.train import train_step as step_lib
 
@@ -55,7 +55,7 @@ def main(process_id: int, num_processes: int, port: int, workdir: str, tokenizer
         jax.distributed.initialize(
             coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id
         )
-    config = config_lib.load_config_file(support.TINY_CONFIG, "smoke")
+    config = load_config_file(support.TINY_CONFIG, "smoke")
     config.tokenizer = tokenizer
     config.data.batch_size, config.data.seq_len = BATCH, LENGTH
     config.train.steps = 5

@@ -118,7 +118,7 @@ def convert_multimodal(hf_model, num_image_codes: int = IMAGE_CODES, **overrides
     return convert(hf_model, num_image_codes, special_tokens=SpecialTokens(**SPECIAL), **overrides)
 
 
-def tiny_vqgan(n_embed: int = IMAGE_CODES, seed: int = 0):
+def tiny_vqgan(num_image_codes: int = IMAGE_CODES, seed: int = 0):
     """A random VQGAN with downsampling factor 2 (an 8x8 image is a 4x4 grid).
 
     Weights are drawn with numpy into the abstract model: initialising every tensor
@@ -130,7 +130,7 @@ def tiny_vqgan(n_embed: int = IMAGE_CODES, seed: int = 0):
     from liquid_jax.model.vqgan_config import VQGANConfig
 
     config = VQGANConfig(ch=16, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, embed_dim=8,
-                         n_embed=n_embed, resolution=8, num_groups=8)
+                         num_image_codes=num_image_codes, resolution=8, num_groups=8)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: VQGAN(config, rngs=nnx.Rngs(seed))))
     rng = np.random.default_rng(seed)
     values = jax.tree.map(

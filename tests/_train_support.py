@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 import test_data_support as data_support
-from liquid_jax.train import config as config_lib
+from liquid_jax.model.config import load_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny_liquid.py")
@@ -49,7 +49,7 @@ def overrides(paths: dict[str, str]) -> list[str]:
 
 
 def tiny_config(paths: dict[str, str], preset: str = "smoke"):
-    config = config_lib.load_config_file(TINY_CONFIG, preset)
+    config = load_config_file(TINY_CONFIG, preset)
     config.tokenizer = paths["tokenizer"]
     config.model.vocab_size = data_support.TEXT_VOCAB + NUM_CODES
     config.data.sources = (

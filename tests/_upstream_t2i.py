@@ -9,12 +9,12 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 
 @torch.no_grad()
-def upstream_t2i(hf_model, rows, steps, text_vocab, cfg, temperature, top_k, top_p, seed=0, pad_id=0):
+def upstream_t2i(hf_model, rows, steps, text_vocab, guidance_scale, temperature, top_k, top_p, seed=0, pad_id=0):
     """Image codes [len(rows) / 2, steps] by upstream's loop.
 
     ``rows``: conditional then unconditional prompts (token lists), left padded into one
     batch with a KV cache; per step the full-vocabulary logits of the last position,
-    u + cfg * (c - u), temperature, every text token (< text_vocab) masked, top-k,
+    u + guidance_scale * (c - u), temperature, every text token (< text_vocab) masked, top-k,
     top-p, one sample per pair appended to both rows. Positions count from each row's
     first real token."""
     width = max(map(len, rows))
@@ -30,7 +30,7 @@ def upstream_t2i(hf_model, rows, steps, text_vocab, cfg, temperature, top_k, top
     for step in range(steps):
         logits = out.logits[:, -1, :].float()
         cond, uncond = logits.split(len(rows) // 2)
-        guided = uncond + cfg * (cond - uncond)
+        guided = uncond + guidance_scale * (cond - uncond)
         guided = guided / temperature
         guided[:, :text_vocab] = -float("inf")
         for w in warpers:

@@ -34,7 +34,7 @@ class TamingVQ(torch.nn.Module):
             self.encoder = Encoder(**ddconfig(cfg))
             if with_decoder:
                 self.decoder = Decoder(**ddconfig(cfg))
-        self.quantize = VectorQuantizer(cfg.n_embed, cfg.embed_dim, beta=0.25)
+        self.quantize = VectorQuantizer(cfg.num_image_codes, cfg.embed_dim, beta=0.25)
         # A realistic codebook scale (trained codebooks are not ~1/n_embed small).
         torch.nn.init.normal_(self.quantize.embedding.weight)
         self.quant_conv = torch.nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
@@ -62,7 +62,7 @@ class TamingVQ(torch.nn.Module):
 def taming_yaml(cfg: VQGANConfig) -> str:
     """A Chameleon-style vqgan.yaml for ``cfg``."""
     doc = {"model": {"target": "taming.models.vqgan.VQModel", "params": {
-        "embed_dim": cfg.embed_dim, "n_embed": cfg.n_embed, "ddconfig": ddconfig(cfg),
+        "embed_dim": cfg.embed_dim, "n_embed": cfg.num_image_codes, "ddconfig": ddconfig(cfg),
         "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
                        "params": {"disc_start": 100000, "codebook_weight": 1.0}},
     }}}

@@ -37,7 +37,7 @@ def test_load_hf_directory(llama):
     logits = lm.logits(tokens)
     assert logits.dtype == jnp.float32 and logits.shape == (2, 12, VOCAB)
     np.testing.assert_allclose(np.asarray(logits), hf_logits(model, tokens), rtol=1e-4, atol=1e-4)
-    vocab = lm.tokenizer
+    vocab = lm.vocab
     assert isinstance(vocab, MultimodalVocab) and isinstance(vocab.text, HFTokenizer)
     assert vocab.text.id_to_piece(lm.config.special_tokens.boi) == "<|reserved_special_token_0|>"
     assert vocab.special.bos == vocab.text.bos_id == model.config.bos_token_id
@@ -47,9 +47,9 @@ def test_load_checkpoint_extended_with_tokenizer(llama):
     model, _, ck = llama
     lm = liquid_jax.load(ck, progress=False)
     assert (lm.config.vocab_size, lm.config.num_image_codes) == (VOCAB + 40, 40)
-    assert lm.tokenizer.vocab_size == VOCAB + 40
-    ids = lm.tokenizer.encode_text("a red circle<boi>", add_bos=True)
-    tokens = np.array([ids + lm.tokenizer.image_tokens([0, 39, 5]).tolist()])
+    assert lm.vocab.vocab_size == VOCAB + 40
+    ids = lm.vocab.encode_text("a red circle<boi>", add_bos=True)
+    tokens = np.array([ids + lm.vocab.image_tokens([0, 39, 5]).tolist()])
     logits = np.asarray(lm.logits(tokens))
     assert logits.shape == (1, tokens.shape[1], VOCAB + 40)
     text_only = random_tokens(VOCAB)
@@ -91,7 +91,7 @@ def test_no_tokenizer_and_bad_paths(tmp_path):
     model = tiny_hf_model("gemma", 64, d_model=16, layers=1)
     src = write_hf_dir(tmp_path / "hf", model, tokenizer=False)
     lm = liquid_jax.load(src, extend_image_codes=8, progress=False)
-    assert lm.tokenizer is None and lm.config.vocab_size == 72
+    assert lm.vocab is None and lm.config.vocab_size == 72
     with pytest.raises(FileNotFoundError, match="neither a liquid_jax checkpoint"):
         liquid_jax.load(tmp_path)
     with pytest.raises(ValueError, match="dtype"):

@@ -13,8 +13,7 @@ import sys
 
 import pytest
 
-from liquid_jax.model.config import TransformerConfig
-from liquid_jax.train import config as config_lib
+from liquid_jax.model.config import TransformerConfig, load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "accelerator.py")
@@ -92,13 +91,13 @@ def test_tiny_t2i_compares_ours_with_upstream(tiny):
     assert m["tokens_per_s"] == pytest.approx(m["image_tokens"] / m["ours_seconds"])
     assert m["upstream_tokens_per_s"] == pytest.approx(m["image_tokens"] / m["upstream_seconds"])
     # Upstream's inference_t2i.py defaults.
-    assert (c["cfg"], c["temperature"], c["top_p"]) == (7.0, 0.99, 0.96)
+    assert (c["guidance_scale"], c["temperature"], c["top_p"]) == (7.0, 0.99, 0.96)
 
 
 @pytest.mark.parametrize("run", ["llama3_2_1b_liquid", "gemma2_2b_liquid"])
 def test_mirrored_settings_are_the_scaling_run_configs(run):
     bench = load_script()
-    config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{run}.py"))
+    config = load_config_file(os.path.join(ROOT, "configs", f"{run}.py"))
     config = config.copy_and_resolve_references()
     assert bench.train_model_config(bench.TRAIN_RUNS[run]) == TransformerConfig.from_dict(config.model.to_dict())
     assert bench.SCALING_RUN_OPTIMIZER == {k: config.optimizer[k] for k in bench.SCALING_RUN_OPTIMIZER}

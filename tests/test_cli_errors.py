@@ -43,14 +43,14 @@ def models(tmp_path_factory):
     other = str(root / "other-vqgan")
     save_vqgan(other, tiny_vqgan(seed=1))
     bigger = str(root / "bigger-vqgan")
-    save_vqgan(bigger, tiny_vqgan(n_embed=128))
+    save_vqgan(bigger, tiny_vqgan(num_image_codes=128))
     return {"model": recorded, "vqgan": vqgan, "other": other, "bigger": bigger}
 
 
 def test_help_lists_the_commands_flags():
     done = cli("sample", "t2i", "--help")
     assert done.returncode == 0
-    for flag in ("--checkpoint", "--vqgan", "--cfg", "--grid", "--out", "--overwrite", "--verbose"):
+    for flag in ("--checkpoint", "--vqgan", "--guidance_scale", "--cfg", "--grid", "--out", "--overwrite", "--verbose"):
         assert f"  {flag}:" in done.stdout, flag
     done = cli("train", "--help")
     assert done.returncode == 0 and "  --workdir:" in done.stdout and "--config.<key>" in done.stdout
@@ -65,7 +65,7 @@ def test_user_errors_are_one_line_with_exit_code_2(models, tmp_path):
         (("sample", "text", "--checkpoint=nowhere/", "--prompt=x"), "nowhere/ is neither a liquid_jax checkpoint"),
         ((*t2i, "--top_p=1.5"), "top_p must be in (0, 1], got 1.5"),
         ((*t2i, "--temperature=inf"), "temperature must be a finite number > 0"),
-        ((*t2i, "--cfg=nan"), "cfg must be a finite number >= 0"),
+        ((*t2i, "--cfg=nan"), "guidance_scale must be a finite number >= 0"),  # --cfg: its former name
         ((*t2i, "--num_images=0"), "num_images must be >= 1"),
         ((*t2i, "--top_k=many"), "flag --top_k=many"),
         ((*t2i, "--grid=4by4"), "--grid must look like 32x32"),

@@ -345,7 +345,7 @@ def test_bad_input_is_skipped_and_counted(tok, tmp_path):
     for kind in ("img", "txt"):
         c = config(
             [{"path": str(tmp_path / kind), "kind": "image" if kind == "img" else "text"}],
-            seq_len=256, batch_size=1, num_epochs=1, codebook_size=16, packing_bins=4,
+            seq_len=256, batch_size=1, num_epochs=1, num_image_codes=16, packing_bins=4,
         )
         it = iterator(c, tok)
         n_docs += sum(1 for batch in it_numpy(it) for _ in documents(batch))

@@ -19,7 +19,7 @@ from flax import nnx
 
 from liquid_jax.api import load_vqgan
 from liquid_jax.checkpoint.vqgan import save_vqgan
-from liquid_jax.data import image_inputs, records
+from liquid_jax.data import captioned_images, records
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.model.vqgan import VQGAN
 from liquid_jax.model.vqgan_config import VQGANConfig
@@ -27,7 +27,7 @@ from liquid_jax.tokenizer.image import load_image, resize_center_crop
 
 RES = 32  # tiny codec: downsample 4 -> 8x8 grid, 64 codes
 TINY = VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=32, embed_dim=32,
-                   n_embed=64, resolution=RES)
+                   num_image_codes=64, resolution=RES)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def folder(tmp_path_factory):
 
 
 def run_folder(d, out, codec, **kw):
-    units = image_inputs.units_for("folder", [str(d)], captions=str(d / "meta.jsonl"), image_field="file",
+    units = captioned_images.units_for("folder", [str(d)], captions=str(d / "meta.jsonl"), image_field="file",
                                    caption_field="prompt", per_shard=12)
     return pretokenize_images(units, str(out), codec, resolution=RES, batch_size=5, decode_threads=2, **kw)
 
@@ -160,7 +160,7 @@ def test_webdataset_tars(codec, tmp_path):
         add("s7.txt", b"caption without image")
     whole = tar_path.read_bytes()
     (tmp_path / "shard-001.tar").write_bytes(whole[: len(whole) // 2])  # cut mid-sample
-    units = image_inputs.units_for("webdataset", [str(tmp_path / "*.tar")])
+    units = captioned_images.units_for("webdataset", [str(tmp_path / "*.tar")])
     report = pretokenize_images(units, str(tmp_path / "out"), codec, resolution=RES, batch_size=4)
     broken = {b["key"]: b["reason"] for b in report["broken"]}
     assert set(broken) == {"shard-000.tar/s6", "shard-000.tar/s7", "shard-001.tar"}
@@ -209,7 +209,7 @@ def test_tfds_dataset(codec, tmp_path):
     imgs = real_images(7, seed=2)
     caps = [f"tfds caption {i}" for i in range(7)]
     name = _build_tfds(tmp_path / "tfds", imgs, caps)
-    units = image_inputs.units_for("tfds", [name], tfds_data_dir=str(tmp_path / "tfds"), per_shard=4)
+    units = captioned_images.units_for("tfds", [name], tfds_data_dir=str(tmp_path / "tfds"), per_shard=4)
     assert len(units) == 2
     report = pretokenize_images(units, str(tmp_path / "out"), codec, resolution=RES, batch_size=4)
     assert report["written"] == 7 and report["broken"] == []
@@ -245,7 +245,7 @@ def test_pipeline_reads_pretokenized_images(folder, codec, tmp_path):
     by_codes = {tuple(int(c) for c in r.codes): r for r in read_records(tmp_path / "shards").values()}
     tok = train_tokenizer(str(tmp_path))
     c = config([{"path": str(tmp_path / "shards"), "kind": "image"}], seq_len=256, batch_size=1,
-               num_epochs=1, t2i_ratio=0.0, codebook_size=64, packing_bins=4)
+               num_epochs=1, t2i_ratio=0.0, num_image_codes=64, packing_bins=4)
     it = iterator(c, tok)
     seen = []
     for batch in it_numpy(it):

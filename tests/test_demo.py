@@ -10,7 +10,7 @@ import pytest
 from liquid_jax.demo import evaluate, experiments, heldout, liquid_stage, training
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import DONE_FILE, Context, read_record
-from liquid_jax.train.config import load_config_file
+from liquid_jax.model.config import load_config_file
 
 CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "demo.py")
 REQUIRED = ("t2i_accuracy", "caption_accuracy", "text_ppl_base", "text_ppl_liquid", "vqgan_psnr",
@@ -45,7 +45,7 @@ def test_report_has_the_headline_metrics_with_sane_values(demo):
     # A barely trained model is far from certain but better than uniform over its vocabulary.
     vocab = context.outputs("tokenizer")["vocab_size"]
     assert 1.0 < metrics["text_ppl_base"] < vocab
-    assert 1.0 < metrics["text_ppl_liquid"] < vocab + context.outputs("vqgan")["codebook_size"]
+    assert 1.0 < metrics["text_ppl_liquid"] < vocab + context.outputs("vqgan")["num_image_codes"]
     assert metrics["vqgan_psnr"] > 0
     assert metrics["train_tokens_per_s"] > 0 and metrics["sample_image_tokens_per_s"] > 0
     for name in STAGE_NAMES[:-1]:
@@ -106,7 +106,7 @@ def test_base_model_is_a_hf_text_model_and_liquid_extends_it_by_the_codebook(dem
     assert hf_config["model_type"] == "gemma" and hf_config["vocab_size"] == text_vocab
     liquid = liquid_jax.load(context.outputs("liquid")["model"], progress=False)
     assert liquid.config.text_vocab_size == text_vocab
-    assert liquid.config.num_image_codes == context.outputs("vqgan")["codebook_size"]
+    assert liquid.config.num_image_codes == context.outputs("vqgan")["num_image_codes"]
 
 
 def test_a_rerun_skips_finished_stages_and_stage_redoes_one(demo):
@@ -131,7 +131,7 @@ def test_runs_are_trainer_configs_that_follow_the_demo_seed_and_their_steps_unle
                                       "tokenizer.model", [])
     assert trainer.model.to_dict() == {"d_model": 8, "num_image_codes": 32, "dtype": "float32",
                                        "param_dtype": "float32"}
-    assert trainer.data.codebook_size == 32 and trainer.train.seed == 3 and trainer.tokenizer == "tokenizer.model"
+    assert trainer.data.num_image_codes == 32 and trainer.train.seed == 3 and trainer.tokenizer == "tokenizer.model"
 
 
 def test_boost_mixes_add_data_to_one_task_only():

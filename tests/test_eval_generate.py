@@ -24,8 +24,8 @@ from _sample_models import tiny_checkpoints
 from liquid_jax.eval import benchmarks, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GREEDY = dict(grid=(4, 4), top_k=1, cfg=3.0)  # 4x4 codes of 2 px: 8x8 images
-CLI_GREEDY = ["--grid=4x4", "--top_k=1", "--cfg=3", "--dtype=float32"]
+GREEDY = dict(grid=(4, 4), top_k=1, guidance_scale=3.0)  # 4x4 codes of 2 px: 8x8 images
+CLI_GREEDY = ["--grid=4x4", "--top_k=1", "--guidance_scale=3", "--dtype=float32"]
 WORDS = ["a red square", "two blue circles", "a green tree at night", "an old yellow car", "the sea",
          "a cat on a mat", "three stars", "a small house"]
 
@@ -124,6 +124,18 @@ def test_each_benchmark_writes_its_scorers_layout(tiny, tmp_path):
     assert genai.format == "JPEG" and genai.size == (8, 8)
     np.testing.assert_array_equal(_pixels(tmp_path / "out_prompts" / "owl_0.png"), _reference(tiny, WORDS[3], 1)[0])
 
+    # An unfinished run of an earlier version, whose settings name guidance_scale cfg, resumes.
+    out = tmp_path / "out_prompts"
+    settings = json.loads((out / generate.SETTINGS_FILE).read_text())
+    settings["cfg"] = settings.pop("guidance_scale")
+    (out / generate.SETTINGS_FILE).write_text(json.dumps(settings))
+    for name in ["fox_0.png", *(f.name for f in out.glob("eval_generate_summary*"))]:
+        (out / name).unlink()
+    prompts = benchmarks.get("prompts")
+    summary = generate.generate(lm, codec, prompts, prompts.read(str(files["prompts"])), str(out),
+                                batch_size=2, progress=False, **GREEDY)
+    assert summary["files_written"] == 1 and _written(out) == expected["prompts"]
+
 
 def test_prompt_files_in_the_wrong_format_are_refused(tmp_path):
     files = write_prompt_files(tmp_path)
@@ -200,8 +212,9 @@ def test_kill_9_then_rerun_completes_without_rewriting(tiny, tmp_path):
     before = {f: os.stat(out / f).st_mtime_ns for f in _written(out) if not f.startswith(".")}
     assert 4 <= len(before) < count
 
-    changed = _cli(*args[:-1], "--cfg=5", check=False)
-    assert changed.returncode == 2 and "cfg" in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
+    changed = _cli(*args[:-1], "--cfg=5", check=False)  # --cfg: --guidance_scale's former name
+    assert changed.returncode == 2 and "guidance_scale" in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1
 
     _cli(*args)
     assert _written(out) == {f"{i:05d}_0.png" for i in range(count)}

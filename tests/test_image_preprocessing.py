@@ -2,6 +2,8 @@
 
 import io
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 import pytest
@@ -116,3 +118,7 @@ def test_model_input_and_uint8_output_match_upstream_torch_arithmetic():
     np.testing.assert_array_equal(to_uint8(x), (t.numpy() * 255).astype(np.uint8))
     with pytest.raises(TypeError):
         to_model_input(pixels.astype(np.float32))
+    # jax arrays, eager or traced (the codec, VQGAN training), get the same values.
+    for scale, unscale in ((to_model_input, to_uint8), (jax.jit(to_model_input), jax.jit(to_uint8))):
+        np.testing.assert_array_equal(np.asarray(scale(jnp.asarray(pixels))), expected)
+        np.testing.assert_array_equal(np.asarray(unscale(jnp.asarray(x))), to_uint8(x))

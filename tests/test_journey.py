@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWAPS = {"configs/gemma_7b_liquid.py": os.path.join(REPO, "configs", "tiny_liquid.py") + ":smoke"}
 # configs/tiny_gemma.py: the architecture the tiny run config trains.
 TEXT_VOCAB, CODES = 256, 64
-VQGAN = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, embed_dim=8, n_embed=CODES,
+VQGAN = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, embed_dim=8, num_image_codes=CODES,
                     resolution=16)  # 16 px images -> 8x8 codes
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40)}
 

@@ -28,8 +28,10 @@ def test_an_upstream_model_at_another_grid_is_prompted_as_upstreams_loop(tmp_pat
     lm = liquid_jax.load(src, progress=False)
     assert lm.image == UPSTREAM and not lm.image.size_prefix
     prompts = ["a red circle", "two blue squares"]
-    ours = lm.generate_images(prompts, cfg=3.0, top_k=1, num_images=1, grid=(4, 4), progress=False).codes
-    sp, special = lm.tokenizer.text, lm.config.special_tokens
+    ours = lm.generate_images(prompts, guidance_scale=3.0, top_k=1, num_images=1, grid=(4, 4), progress=False).codes
+    former_name = lm.generate_images(prompts, cfg=3.0, top_k=1, num_images=1, grid=(4, 4), progress=False).codes
+    np.testing.assert_array_equal(former_name, ours)  # cfg: guidance_scale's former name
+    sp, special = lm.vocab.text, lm.config.special_tokens
     rows = [[special.bos] + sp.encode(p + SUFFIX) + [special.boi] for p in prompts]  # upstream's prompts
     rows += [[special.bos, special.unconditional, special.boi]] * len(prompts)
     reference = upstream_t2i(model, rows, 16, SP_VOCAB, 3.0, 0.99, 1, 0.96)
@@ -50,9 +52,9 @@ def test_the_size_prefix_survives_export_to_hugging_face_and_back(tmp_path):
     hf.convert_hf_to_liquid(tmp_path / "hf", tmp_path / "back", progress=False)
     assert read_model_card(tmp_path / "back")[1] == lm.image
     # Sampling prompts carry the prefix as training wrote it (grid 4x4, 16 px per code).
-    rows = guided_batch(lm.tokenizer, ["a red cat"], 1, lm.image.default_grid, lm.image.pixels_per_code,
+    rows = guided_batch(lm.vocab, ["a red cat"], 1, lm.image.default_grid, lm.image.pixels_per_code,
                         size_prefix=lm.image.size_prefix)
-    assert all(lm.tokenizer.decode(r).startswith("Image Size: Width is 64 Height is 64.") for r in rows)
+    assert all(lm.vocab.decode(r).startswith("Image Size: Width is 64 Height is 64.") for r in rows)
 
 
 def test_special_tokens_come_from_the_checkpoints_tokenizer_files(tmp_path, caplog):

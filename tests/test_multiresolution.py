@@ -13,7 +13,7 @@ import liquid_jax
 from _sample_models import tiny_vqgan
 from liquid_jax.checkpoint.vqgan import save_vqgan
 from liquid_jax.codec import ImageCodec
-from liquid_jax.data import buckets, image_inputs, pipeline, records
+from liquid_jax.data import buckets, captioned_images, pipeline, records
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.data.sequences import SequenceBuilder
 from liquid_jax.errors import UserError
@@ -49,13 +49,13 @@ def _pictures(directory, shapes, copies=1):
     table = os.path.join(directory, "captions.jsonl")
     with open(table, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    return image_inputs.folder_units(directory, table, "image", "caption", per_shard=100)
+    return captioned_images.folder_units(directory, table, "image", "caption", per_shard=100)
 
 
 def test_buckets_keep_each_images_shape(tmp_path):
     codec = ImageCodec(tiny_vqgan())
     units = _pictures(str(tmp_path / "pics"), SHAPES)
-    bucket_set = buckets.make_buckets([16], buckets.parse_aspects(ASPECTS), codec.downsample_factor)
+    bucket_set = buckets.make_buckets([16], buckets.parse_aspects(ASPECTS), codec.pixels_per_code)
     assert [b.name for b in bucket_set] == ["16x16", "20x14", "14x20", "22x12"]
     report = pretokenize_images(units, str(tmp_path / "out"), codec, buckets=bucket_set)
     assert report["written"] == 4 and [a["key"] for a in report["aspect_filtered"]] == ["strip0.png"]
@@ -114,8 +114,8 @@ def test_a_two_bucket_run_trains_exports_and_samples_both_grids(tmp_path):
         assert result.images.shape == (2, grid[0] * 2, grid[1] * 2, 3)
         example = training.text_to_image("a square picture", np.zeros(grid[0] * grid[1], np.int32), *grid, 0, False)
         head = example.ids[example.labels == 0].tolist()
-        assert text_to_image_prompts(lm.tokenizer, "a square picture", grid, lm.image.pixels_per_code,
+        assert text_to_image_prompts(lm.vocab, "a square picture", grid, lm.image.pixels_per_code,
                                      lm.image.size_prefix)[0] == head
-        assert lm.tokenizer.decode(head).startswith(f"Image Size: Width is {grid[1] * 2} Height is {grid[0] * 2}.")
+        assert lm.vocab.decode(head).startswith(f"Image Size: Width is {grid[1] * 2} Height is {grid[0] * 2}.")
     with pytest.raises(UserError, match="more than the model's context"):
         lm.generate_images(["x"], codec, grid=(30, 30), progress=False)

@@ -5,16 +5,15 @@ import dataclasses
 import pytest
 
 import _train_support as support
-from liquid_jax.model.config import TransformerConfig
+from liquid_jax.model.config import TransformerConfig, load_config_file
 from liquid_jax.model.transformer import param_count
-from liquid_jax.train import config as config_lib
 from liquid_jax.train import chips, flops, plan
 
 pytest.importorskip("libtpu", reason="TPU ahead-of-time compilation needs jax[tpu] (libtpu)")
 
 
 def tiny(**model_changes):
-    config = config_lib.load_config_file(support.TINY_CONFIG, "smoke")
+    config = load_config_file(support.TINY_CONFIG, "smoke")
     config.data.batch_size = 16
     config.model.scan_layers = True
     for key, value in model_changes.items():

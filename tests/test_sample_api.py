@@ -40,14 +40,14 @@ def test_generate_images_returns_codes_and_decoded_pixels(lm, checkpoints):
 
 def test_generate_text_greedy_matches_transformers(lm, checkpoints):
     hf = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(checkpoints[0], "hf")).eval()
-    prompt = [lm.config.special_tokens.bos] + lm.tokenizer.encode_text("a red cat sits on")
+    prompt = [lm.config.special_tokens.bos] + lm.vocab.encode_text("a red cat sits on")
     result = lm.generate_text(["a red cat sits on"], 10)
     from_ids = lm.generate_text(np.array(prompt), 10)  # one 1-D token array is one prompt
     expected = hf.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False,
                            eos_token_id=lm.config.special_tokens.eos, pad_token_id=0)[0, len(prompt):].numpy()
     np.testing.assert_array_equal(result.tokens[0], expected)
     np.testing.assert_array_equal(from_ids.tokens[0], expected)
-    known = [int(t) for t in expected if t < lm.tokenizer.text.vocab_size and t != lm.config.special_tokens.eos]
-    assert result.texts[0] == sentencepiece.SentencePieceProcessor(model_file=lm.tokenizer.text.path).decode(known)
+    known = [int(t) for t in expected if t < lm.vocab.text.vocab_size and t != lm.config.special_tokens.eos]
+    assert result.texts[0] == sentencepiece.SentencePieceProcessor(model_file=lm.vocab.text.path).decode(known)
     sampled = lm.generate_text(["a red cat"], 10, temperature=1.0, top_p=0.9, seed=3)
     assert len(sampled.tokens[0]) >= 1

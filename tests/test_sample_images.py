@@ -49,12 +49,12 @@ def test_guided_top1_matches_upstream_loop(vocab, models, grid):
     hf, model = models
     prompts = ["a red cat sits on the mat", "birds"]
     ours = generate_image_codes(
-        model, vocab, prompts, cfg=3.0, sampling=SamplingParams(temperature=0.99, top_k=1, top_p=0.96),
+        model, vocab, prompts, guidance_scale=3.0, sampling=SamplingParams(temperature=0.99, top_k=1, top_p=0.96),
         num_images=2, seed=0, grid=grid,
     )
     rows = guided_batch(vocab, prompts, 2, grid)
     steps = grid[0] * grid[1]
-    reference = upstream_t2i(hf, rows, steps, TEXT_VOCAB, cfg=3.0, temperature=0.99, top_k=1, top_p=0.96)
+    reference = upstream_t2i(hf, rows, steps, TEXT_VOCAB, guidance_scale=3.0, temperature=0.99, top_k=1, top_p=0.96)
     assert ours.codes.shape == (4, steps) and ours.grid == grid
     assert len(np.unique(reference)) > 5  # the test model draws varied codes
     np.testing.assert_array_equal(ours.codes, reference)
@@ -62,7 +62,7 @@ def test_guided_top1_matches_upstream_loop(vocab, models, grid):
 
 def test_sampling_is_seeded(vocab, models):
     _, model = models
-    kwargs = dict(cfg=7.0, sampling=SamplingParams(temperature=0.99, top_k=40, top_p=0.96),
+    kwargs = dict(guidance_scale=7.0, sampling=SamplingParams(temperature=0.99, top_k=40, top_p=0.96),
                   num_images=2, grid=(4, 6))
     a = generate_image_codes(model, vocab, ["a red cat"], seed=3, **kwargs)
     b = generate_image_codes(model, vocab, ["a red cat"], seed=3, **kwargs)

@@ -12,9 +12,16 @@ from liquid_jax.model.transformer import from_params
 from liquid_jax.sample.decode_loop import generate_tokens, left_pad
 from liquid_jax.sample.filters import GREEDY, SamplingParams
 from liquid_jax.sample.placement import BatchPlacement
-from liquid_jax.sharding import make_mesh
+from liquid_jax.sharding import batch_shard_count, make_mesh, pad_to_batch_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_batch_shards_are_counted_and_padded_to_in_one_place():
+    mesh = make_mesh((2, 2, 2))  # data and fsdp carry the batch; tensor does not
+    assert batch_shard_count(mesh) == 4 and batch_shard_count(None) == 1
+    assert [pad_to_batch_shards(rows, mesh) for rows in (1, 4, 5)] == [4, 4, 8]
+    assert pad_to_batch_shards(5, None) == 5
 
 
 def test_placement_pads_each_half_to_the_batch_shards():
@@ -53,8 +60,6 @@ def test_sharded_generation_matches_single_device_and_transformers():
 def test_liquid_7b_guided_sampler_compiles_for_a_tpu_slice(monkeypatch):
     """Ahead-of-time: Liquid-7B (bf16), 4 images with guidance (8 rows), 32x32 grid, on a
     v5e-4 slice with the weights and rows split 4 ways; must fit 16 GiB per chip."""
-    import importlib.util
-
     # Only compiling: other processes on this machine may hold libtpu too.
     monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
@@ -63,16 +68,13 @@ def test_liquid_7b_guided_sampler_compiles_for_a_tpu_slice(monkeypatch):
     from jax.experimental import topologies
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from liquid_jax.model.config import TransformerConfig
+    from liquid_jax.model.config import load_model_config
     from liquid_jax.model.transformer import abstract_model
     from liquid_jax.sample.decode_loop import DecodePlan, _decode, _loop_weights, _prefill, plan_lengths
     from liquid_jax.sharding import logical_to_spec, state_shardings
 
-    spec = importlib.util.spec_from_file_location("gemma_7b", os.path.join(ROOT, "configs", "gemma_7b.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = TransformerConfig.from_dict(module.get_config().model.to_dict()).replace(
-        dtype="bfloat16", param_dtype="bfloat16", scan_layers=True)
+    config = load_model_config(os.path.join(ROOT, "configs", "gemma_7b.py"), dtype="bfloat16",
+                               param_dtype="bfloat16", scan_layers=True)
     devices = topologies.get_topology_desc(topology_name="v5e:2x2", platform="tpu").devices
     mesh = make_mesh((1, 4, 1), devices=devices)
 

@@ -17,7 +17,7 @@ import test_data_support as data_support
 from _sample_models import tiny_vqgan
 from liquid_jax.checkpoint import model as model_checkpoint
 from liquid_jax.codec import ImageCodec
-from liquid_jax.data import image_inputs, manifest, pipeline, records, sources
+from liquid_jax.data import captioned_images, manifest, pipeline, records, sources
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.data.pretokenize_text import pretokenize_text
 from liquid_jax.data.shards import write_shard
@@ -41,12 +41,12 @@ def picture_folder(directory, n=12, captions=None):
     table = os.path.join(directory, "captions.jsonl")
     with open(table, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    return image_inputs.folder_units(directory, table, "image", "caption", per_shard=100)
+    return captioned_images.folder_units(directory, table, "image", "caption", per_shard=100)
 
 
 def test_image_shards_of_another_codebook_are_refused_at_start(data_paths, tmp_path):
     units = picture_folder(str(tmp_path / "pics"))
-    pretokenize_images(units, str(tmp_path / "big"), ImageCodec(tiny_vqgan(n_embed=256)), resolution=8)
+    pretokenize_images(units, str(tmp_path / "big"), ImageCodec(tiny_vqgan(num_image_codes=256)), resolution=8)
     config = support.tiny_config(data_paths)
     config.data.sources = ({"path": data_paths["text"]}, {"path": str(tmp_path / "big")})
     with pytest.raises(pipeline.DataError, match="codes of a 256-code VQGAN but the model has 64 image codes"):
@@ -72,7 +72,7 @@ def test_a_source_declared_of_the_wrong_kind_is_refused_at_start(data_paths, tmp
 def _iterator(sources, tok, **kw):
     config = pipeline.default_config()
     config.sources = sources
-    config.seq_len, config.batch_size, config.packing_bins, config.codebook_size = 128, 2, 4, 16
+    config.seq_len, config.batch_size, config.packing_bins, config.num_image_codes = 128, 2, 4, 16
     for k, v in kw.items():
         setattr(config, k, v)
     return pipeline.make_iterator(config, tok, data_support.GEMMA, data_support.TEXT_VOCAB)
@@ -119,6 +119,12 @@ def test_pretokenizing_into_a_folder_made_otherwise_is_refused(tmp_path):
     stale.write_bytes(b"half a shard")
     pretokenize_images(units, out, codec, resolution=8)  # the same again: resumes, cleans up
     assert not stale.exists()
+    # A folder whose manifest names the codebook size as earlier versions did resumes too.
+    written = json.loads((tmp_path / "shards" / manifest.MANIFEST_FILE).read_text())
+    written["vqgan"]["codebook_size"] = written["vqgan"].pop("num_image_codes")
+    (tmp_path / "shards" / manifest.MANIFEST_FILE).write_text(json.dumps(written))
+    pretokenize_images(units, out, codec, resolution=8)
+    assert manifest.read(out).vqgan.num_image_codes == codec.num_image_codes
     with pytest.raises(UserError, match=r"shards made otherwise.*settings.buckets: \['8x8'\] vs \['16x16'\].*--overwrite"):
         pretokenize_images(units, out, codec, resolution=16)
     with pytest.raises(UserError, match=r"made otherwise \(folder vs this run: vqgan"):

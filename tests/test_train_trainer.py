@@ -4,9 +4,12 @@ import os
 import subprocess
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 import _train_support as support
 from liquid_jax.checkpoint import train_state
+from liquid_jax.model.config import load_config_file
 from liquid_jax.train import metrics, trainer
 from liquid_jax.train import config as config_lib
 
@@ -56,12 +59,27 @@ def test_tiny_mixed_run_learns_logs_and_checkpoints(data_paths, tmp_path):
 
 
 def test_unknown_config_key_names_the_nearest_keys():
-    config = config_lib.load_config_file(support.TINY_CONFIG, "smoke")
+    config = load_config_file(support.TINY_CONFIG, "smoke")
     message = config_lib.unknown_override(config, "train.grad_acum_steps")
     assert "grad_accum_steps" in message and "train has no 'grad_acum_steps'" in message
     assert "valid keys" in config_lib.unknown_override(config, "optimizer.zzz")
     assert config_lib.unknown_override(config, "optimizer.learning_rate") is None
     assert config_lib.unknown_override(config, "model.special_tokens.boi") is None
+
+
+def test_the_codebook_size_is_one_value_of_a_run_config():
+    """data.num_image_codes is model.num_image_codes: setting either sets both (and the vocabulary)."""
+    argv = ["prog", f"--config={support.TINY_CONFIG}:smoke", "--config.model.num_image_codes=16"]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "run config", flag_values=flag_values, sys_argv=argv)
+    flag_values(argv)
+    config = flag_values.config
+    assert config.data.num_image_codes == config.model.num_image_codes == 16
+    assert config.model.vocab_size == 256 + 16
+    config.data.num_image_codes = 32
+    assert config.model.num_image_codes == 32 and config.model.vocab_size == 256 + 32
+    resolved = config.copy_and_resolve_references()
+    assert resolved.data.num_image_codes == resolved.model.num_image_codes == 32
 
 
 def test_cli_rejects_unknown_key_without_traceback(tmp_path):

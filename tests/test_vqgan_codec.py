@@ -1,5 +1,7 @@
 """ImageCodec and checkpoint conversion: formats, errors, sharding, bf16."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,8 @@ from safetensors.torch import save_file
 from _vqgan_reference import TamingVQ, real_images, taming_yaml
 from liquid_jax import cli
 from liquid_jax.api import load_vqgan
+from liquid_jax.checkpoint.card import METADATA_FILE
+from liquid_jax.checkpoint.vqgan import save_vqgan
 from liquid_jax.codec import ImageCodec
 from liquid_jax.convert.vqgan import ConversionError
 from liquid_jax.model.vqgan_config import VQGANConfig
@@ -15,7 +19,7 @@ from liquid_jax.sharding import make_mesh
 from liquid_jax.tokenizer.image import to_model_input
 
 TINY = VQGANConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), z_channels=16,
-                   embed_dim=8, n_embed=64, resolution=64)
+                   embed_dim=8, num_image_codes=64, resolution=64)
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +46,24 @@ def test_ckpt_converted_by_cli_matches_taming(taming_files, images, tmp_path):
         cli.main(["liquid-jax", "convert", "vqgan", f"--input={root / 'vqgan.ckpt'}", f"--output={out}"])
     assert not exit_info.value.code
     codec = load_vqgan(str(out))
-    assert codec.codebook_size == 64 and codec.downsample_factor == 4 and codec.has_decoder
+    assert codec.num_image_codes == 64 and codec.pixels_per_code == 4 and codec.has_decoder
     ref_codes = ref.encode(to_model_input(images))
     np.testing.assert_array_equal(codec.encode(images), ref_codes)
     decoded = np.asarray(codec.model.decode(ref_codes.reshape(4, 16, 16)))
     np.testing.assert_allclose(decoded, ref.decode(ref_codes, (16, 16)), atol=1e-4)
+
+
+def test_a_card_naming_the_codebook_n_embed_still_loads(taming_files, tmp_path):
+    root, _ = taming_files
+    codec = load_vqgan(str(root / "vqgan.ckpt"))
+    out = tmp_path / "ours"
+    save_vqgan(str(out), codec.model)
+    card = json.loads((out / METADATA_FILE).read_text())
+    card["config"]["n_embed"] = card["config"].pop("num_image_codes")  # as cards were written before
+    (out / METADATA_FILE).write_text(json.dumps(card))
+    old = load_vqgan(str(out))
+    assert old.config == codec.config and old.num_image_codes == 64
+    assert old.fingerprint == codec.fingerprint
 
 
 def test_safetensors_with_taming_keys(taming_files, images, tmp_path):
@@ -89,7 +106,7 @@ def test_bad_codec_inputs_are_reported(taming_files, images):
         codec.decode(-codes - 1)
     with pytest.raises(ValueError, match="pass grid"):
         codec.decode(codes[:, :255])
-    with pytest.raises(ValueError, match="not a multiple of the downsample factor 4"):
+    with pytest.raises(ValueError, match="not a multiple of the 4 pixels per code"):
         codec.encode(images[:, :62])
     with pytest.raises(TypeError, match="uint8"):
         codec.encode(images.astype(np.float32))

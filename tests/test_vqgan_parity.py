@@ -13,7 +13,7 @@ from liquid_jax.tokenizer.image import to_model_input
 
 # Chameleon's structure (5 levels, 2 res blocks, attention only in the middle) at reduced width.
 REDUCED = VQGANConfig(ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(),
-                      z_channels=64, embed_dim=32, n_embed=512, resolution=128)
+                      z_channels=64, embed_dim=32, num_image_codes=512, resolution=128)
 # The same with attention at an intermediate level (16 px when the input is 128 px).
 INTERMEDIATE_ATTN = REDUCED.replace(attn_resolutions=(16,), ch_mult=(1, 2, 2, 4), num_res_blocks=1)
 
@@ -31,7 +31,7 @@ def test_matches_taming_on_real_images(tmp_path, cfg):
     images = real_images(128)
     codes = codec.encode(images)
     ref_codes = ref.encode(to_model_input(images))
-    f = cfg.downsample_factor
+    f = cfg.pixels_per_code
     assert codes.shape == (4, (128 // f) ** 2) and codes.dtype == np.int32
     agree = (codes == ref_codes).mean()
     assert agree >= 0.999, f"codes agree on {agree:.4%} of positions"
@@ -83,7 +83,7 @@ def test_matches_transformers_chameleon_vqvae(tmp_path):
         hf.quantize.embedding.weight.copy_(latents[pick] + 0.1 * latents.std() * torch.randn(512, 32))
     hf.save_pretrained(tmp_path)
     codec = load_vqgan(str(tmp_path))
-    assert not codec.has_decoder and codec.codebook_size == 512 and codec.downsample_factor == 16
+    assert not codec.has_decoder and codec.num_image_codes == 512 and codec.pixels_per_code == 16
     with torch.no_grad():
         out = hf.encode(pixels)
     ref = out.image_tokens.reshape(4, -1).numpy()

@@ -1,6 +1,5 @@
 """VQGAN training: losses against independent references, and the train-vqgan entry point."""
 
-import importlib.util
 import json
 import os
 
@@ -13,6 +12,8 @@ from flax import nnx
 
 from liquid_jax import cli
 from liquid_jax.api import load_vqgan
+from liquid_jax.checkpoint import train_state
+from liquid_jax.model.config import load_config_file
 from liquid_jax.model.vqgan_config import VQGANConfig
 from liquid_jax.train.vqgan import codebook, losses
 from liquid_jax.train.vqgan.data import shape_images
@@ -168,13 +169,6 @@ def _run(workdir):
     assert not exit_info.value.code
 
 
-def vqgan_trainer_config(arg):
-    spec = importlib.util.spec_from_file_location("vqgan_tiny_config", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 def test_smoke_training_writes_metrics_images_checkpoints_and_resumes(tmp_path):
     workdir = tmp_path / "run"
     _run(workdir)
@@ -191,16 +185,26 @@ def test_smoke_training_writes_metrics_images_checkpoints_and_resumes(tmp_path):
     assert os.listdir(workdir / "tensorboard")
 
     codec = load_vqgan(str(workdir / "vqgan"))
-    assert codec.codebook_size == 32 and codec.downsample_factor == 2
+    assert codec.num_image_codes == 32 and codec.pixels_per_code == 2
     codes = codec.encode(shape_images(2, 16, seed=9))
     assert codes.shape == (2, 64) and codec.decode(codes).shape == (2, 16, 16, 3)
 
     # Resuming continues from the last checkpoint (step 4), it does not start over.
-    config = vqgan_trainer_config("smoke")
+    config = load_config_file(CONFIG, "smoke")
     config.steps = 6
     train(config, str(workdir))
     steps = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")]
     assert steps[len(records):] and min(steps[len(records):]) > 4 and max(steps) == 6
+
+
+def test_a_run_whose_checkpoint_names_the_codebook_n_embed_resumes(tmp_path):
+    checkpointer = train_state.TrainCheckpointer(tmp_path, use_async=False)
+    earlier = {"model": {"ch": 16, "n_embed": 32}}  # a train-vqgan run config of an earlier version
+    checkpointer.save(1, {"params": {"w": np.zeros(2, np.float32)}}, None, earlier, force=True)
+    checkpointer.check_model(1, {"ch": 16, "num_image_codes": 32})
+    with pytest.raises(train_state.IncompatibleCheckpointError, match="num_image_codes: 32 .* vs 64"):
+        checkpointer.check_model(1, {"ch": 16, "num_image_codes": 64})
+    checkpointer.close()
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from liquid_jax import paths
+from liquid_jax import former_names, paths
 from liquid_jax.checkpoint.directory import sync_processes
 from liquid_jax.checkpoint.trees import rewrap, unwrap
 from liquid_jax.errors import UserError
@@ -153,8 +153,9 @@ class TrainCheckpointer:
         return restored["config"]
 
     def check_model(self, step: int, model_config: dict[str, Any]) -> None:
-        """Raises IncompatibleCheckpointError if checkpoint ``step`` is of another model."""
-        saved = self.saved_config(step).get("model", {})
+        """Raises IncompatibleCheckpointError if checkpoint ``step`` is of another model
+        (fields it names as earlier versions did are read under their current names)."""
+        saved = former_names.current(self.saved_config(step).get("model", {}), former_names.VQGAN_CONFIG)
         diff = model_differences(saved, model_config)
         if diff:
             raise IncompatibleCheckpointError(

@@ -19,7 +19,7 @@ from liquid_jax.checkpoint.train_state import is_workdir
 from liquid_jax.convert import hf
 from liquid_jax.errors import UserError
 from liquid_jax.convert.safetensors_io import DEFAULT_MAX_SHARD_BYTES
-from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.train import export
 
 _INPUT = flags.DEFINE_string("input", None, "Source directory.", required=True)
@@ -46,8 +46,8 @@ def main(argv: list[str]) -> None:
     del argv
     if _TO.value == "liquid":
         codec = None if _VQGAN.value is None else load_vqgan(_VQGAN.value)
-        if codec is not None and flags.FLAGS["extend_image_codes"].present and codec.codebook_size != _EXTEND.value:
-            raise UserError(f"--extend_image_codes {_EXTEND.value} differs from the {codec.codebook_size} codes "
+        if codec is not None and flags.FLAGS["extend_image_codes"].present and codec.num_image_codes != _EXTEND.value:
+            raise UserError(f"--extend_image_codes {_EXTEND.value} differs from the {codec.num_image_codes} codes "
                             f"of --vqgan {_VQGAN.value}; give one of them")
         config = hf.convert_hf_to_liquid(
             _INPUT.value, _OUTPUT.value, dtype=_DTYPE.value or "float32",

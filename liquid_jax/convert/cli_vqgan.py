@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     save_vqgan(_OUTPUT.value, model, {"source": _INPUT.value}, overwrite=_OVERWRITE.value)
     cfg = model.config
     logging.info(
-        "wrote %s: %d codes of dim %d, downsample %d, decoder %s",
-        _OUTPUT.value, cfg.n_embed, cfg.embed_dim, cfg.downsample_factor, model.has_decoder,
+        "wrote %s: %d codes of dim %d, %d pixels per code, decoder %s",
+        _OUTPUT.value, cfg.num_image_codes, cfg.embed_dim, cfg.pixels_per_code, model.has_decoder,
     )
     print(f"wrote {_OUTPUT.value}")

@@ -44,8 +44,9 @@ from liquid_jax.convert import safetensors_io
 from liquid_jax.convert.hf_mapping import TensorMapping, config_from_hf, config_to_hf, hf_param_names, tensor_from_hf, tensor_to_hf
 from liquid_jax.errors import UserError
 from liquid_jax.model.config import TransformerConfig
-from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES, extended_table
+from liquid_jax.model.extend import extended_table
 from liquid_jax.model.image_format import ImageFormat
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.tokenizer.text import TextTokenizer, find_tokenizer_file, load_text_tokenizer
 from liquid_jax.tokenizer.vocab import ASSUMED, RECIPE_ROLES, special_tokens_from_files
 
@@ -288,13 +289,13 @@ def convert_hf_to_liquid(
     tokenizer = load_tokenizer_if_present(input_dir)
     stored, config = _target_configs(
         input_dir, tokenizer, dtype=dtype,
-        extend_image_codes=extend_image_codes if vqgan is None else vqgan.codebook_size,
+        extend_image_codes=extend_image_codes if vqgan is None else vqgan.num_image_codes,
         vocab_pad_multiple=vocab_pad_multiple,
     )
     image = hf_image_format(input_dir, tokenizer)
     if vqgan is not None:
         image.check_vqgan(config.num_image_codes, vqgan)
-        image = image.replace(pixels_per_code=vqgan.downsample_factor, vqgan_fingerprint=vqgan.fingerprint)
+        image = image.replace(pixels_per_code=vqgan.pixels_per_code, vqgan_fingerprint=vqgan.fingerprint)
     model_checkpoint.save_model(
         output_dir, config, image,
         model_checkpoint.nested_parts(_read_hf_params(input_dir, stored, config, progress=progress)),

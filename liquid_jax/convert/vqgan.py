@@ -3,7 +3,7 @@
 Three sources share one key layout (taming's state dict):
 - Chameleon's ``vqgan.ckpt`` (torch pickle with ``state_dict``, read with
   ``weights_only=True``) plus its ``vqgan.yaml`` (``model.params``: ``ddconfig``,
-  ``n_embed``, ``embed_dim``);
+  ``n_embed``, ``embed_dim``; taming's ``n_embed`` is our ``num_image_codes``);
 - a ``.safetensors`` file with the same keys (architecture from a yaml as above);
 - a Hugging Face ``ChameleonVQVAE`` directory (``config.json`` + safetensors; encoder and
   quantizer only), or a full Chameleon model directory (``model.vqmodel.*`` keys).
@@ -22,7 +22,7 @@ import yaml
 from flax import nnx
 
 from liquid_jax.model.vqgan import VQGAN
-from liquid_jax.model.vqgan_config import VQGANConfig
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES, VQGANConfig
 
 # Keys in taming checkpoints that belong to training only (LPIPS + discriminator).
 _TRAINING_ONLY_PREFIXES = ("loss.",)
@@ -54,7 +54,7 @@ def config_from_taming_yaml(path: str) -> VQGANConfig:
         attn_resolutions=tuple(dd.get("attn_resolutions") or ()),
         z_channels=int(dd["z_channels"]),
         embed_dim=int(embed_dim),
-        n_embed=int(n_embed),
+        num_image_codes=int(n_embed),
         resolution=int(dd["resolution"]),
         in_channels=int(dd.get("in_channels", 3)),
         out_ch=int(dd.get("out_ch", 3)),
@@ -75,7 +75,7 @@ def config_from_hf(config: Mapping[str, Any], source: str = "config.json") -> VQ
         attn_resolutions=tuple(c.get("attn_resolutions") or ()),
         z_channels=int(c.get("latent_channels", 256)),
         embed_dim=int(c.get("embed_dim", 256)),
-        n_embed=int(c.get("num_embeddings", 8192)),
+        num_image_codes=int(c.get("num_embeddings", DEFAULT_NUM_IMAGE_CODES)),
         resolution=int(c.get("resolution", 512)),
         in_channels=int(c.get("in_channels", 3)),
     )

@@ -26,14 +26,14 @@ import jax
 from absl import flags, logging
 
 from liquid_jax.api import load_vqgan
-from liquid_jax.data import buckets, image_inputs, shards
+from liquid_jax.data import buckets, captioned_images, shards
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.errors import UserError
 from liquid_jax.sharding import make_mesh
 from liquid_jax.tokenizer.image import MAX_ASPECT_RATIO
 
 _INPUT = flags.DEFINE_multi_string("input", None, "Image folder, .tar shards (globs), or a TFDS name.", required=True)
-_FORMAT = flags.DEFINE_enum("format", "auto", ["auto", *image_inputs.FORMATS], "Input kind (auto: guessed).")
+_FORMAT = flags.DEFINE_enum("format", "auto", ["auto", *captioned_images.FORMATS], "Input kind (auto: guessed).")
 _CAPTIONS = flags.DEFINE_string("captions", None, "folder input: JSONL or CSV table of images and captions.")
 _IMAGE_FIELD = flags.DEFINE_string("image_field", "image", "Field / feature holding the image (path for folders).")
 _CAPTION_FIELD = flags.DEFINE_string("caption_field", "caption", "Field / feature holding the caption.")
@@ -63,8 +63,8 @@ _OVERWRITE = flags.DEFINE_bool(
 
 def main(argv: list[str]) -> None:
     del argv
-    fmt = _FORMAT.value if _FORMAT.value != "auto" else image_inputs.guess_format(_INPUT.value, _CAPTIONS.value)
-    units = image_inputs.units_for(
+    fmt = _FORMAT.value if _FORMAT.value != "auto" else captioned_images.guess_format(_INPUT.value, _CAPTIONS.value)
+    units = captioned_images.units_for(
         fmt,
         _INPUT.value,
         captions=_CAPTIONS.value,
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
         _OUTPUT.value,
         codec,
         prefix=_PREFIX.value,
-        buckets=buckets.make_buckets(resolutions, buckets.parse_aspects(_ASPECTS.value), codec.downsample_factor),
+        buckets=buckets.make_buckets(resolutions, buckets.parse_aspects(_ASPECTS.value), codec.pixels_per_code),
         batch_size=_BATCH.value,
         max_aspect_ratio=_MAX_ASPECT.value,
         decode_threads=_THREADS.value,

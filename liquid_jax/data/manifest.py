@@ -6,8 +6,11 @@ step::
     {"format_version": 1, "kind": "image" | "text",
      "settings": {how the shards were made: resolution, prefix, fields, ...},
      "inputs": fingerprint of what was read (caption table, file names and sizes),
-     "vqgan": {"fingerprint", "codebook_size", "pixels_per_code"},   # image shards
-     "grids": [[h, w], ...]}                                         # image shards
+     "vqgan": {"fingerprint", "num_image_codes", "pixels_per_code"},  # image shards
+     "grids": [[h, w], ...]}                                          # image shards
+
+Manifests of earlier versions name ``num_image_codes`` ``codebook_size``; it reads as the
+former (``liquid_jax.former_names``).
 
 A folder holds the shards of one manifest: the pre-tokenizers refuse to add shards made
 with other settings, inputs or VQGAN, and training refuses image shards whose codebook
@@ -24,7 +27,7 @@ from typing import Any, Mapping
 
 from etils import epath
 
-from liquid_jax import paths
+from liquid_jax import former_names, paths
 from liquid_jax.data.records import SHARD_SUFFIX
 from liquid_jax.errors import UserError
 
@@ -38,7 +41,7 @@ class VQGANInfo:
     """The VQGAN whose codes image shards hold."""
 
     fingerprint: str
-    codebook_size: int
+    num_image_codes: int
     pixels_per_code: int
 
 
@@ -69,7 +72,7 @@ class Manifest:
         vqgan = d.get("vqgan")
         return cls(
             kind=d["kind"], settings=dict(d.get("settings", {})), inputs=str(d.get("inputs", "")),
-            vqgan=None if vqgan is None else VQGANInfo(**vqgan),
+            vqgan=None if vqgan is None else VQGANInfo(**former_names.current(vqgan, former_names.MANIFEST_VQGAN)),
             grids=tuple(tuple(int(x) for x in g) for g in d.get("grids", ())),
         )
 

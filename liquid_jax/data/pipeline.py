@@ -52,6 +52,7 @@ from liquid_jax.data.sources import (
 )
 from liquid_jax.model.config import SpecialTokens
 from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.sharding import logical_to_spec
 
 SOURCE_KINDS = ("text", "image")
@@ -90,7 +91,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.cfg_drop = 0.1  # text-to-image text replaced by <unconditional>
     c.size_prefix = False  # None: on when the image sources hold more than one grid
     c.pixels_per_code = 0  # VQGAN downsampling, for the size prefix; 0: from the shards' manifest (else 16)
-    c.codebook_size = 8192
+    c.num_image_codes = DEFAULT_NUM_IMAGE_CODES  # a train config ties it to model.num_image_codes
     c.max_skip_fraction = 0.1  # a source with more unusable records stops the run
     c.text_eos = True
     c.long_document = "split"  # split | truncate | drop (text); image examples that
@@ -154,11 +155,11 @@ class _Tag:
 class _BuildExample:
     """Decodes a tagged record and builds its sequence; failures become skip reasons."""
 
-    def __init__(self, builder: SequenceBuilder, t2i_ratio: float, cfg_drop: float, codebook_size: int):
+    def __init__(self, builder: SequenceBuilder, t2i_ratio: float, cfg_drop: float, num_image_codes: int):
         self.builder = builder
         self.t2i_ratio = t2i_ratio
         self.cfg_drop = cfg_drop
-        self.codebook_size = codebook_size
+        self.num_image_codes = num_image_codes
 
     def __call__(self, tagged, rng: np.random.Generator) -> dict[str, Any]:
         kind, source, raw = tagged
@@ -169,7 +170,7 @@ class _BuildExample:
             if kind == "text":
                 rec = records.decode_text_record(raw)
                 return {"kind": "text", "example": self.builder.text(rec.text), "source": source}
-            rec = records.decode_image_record(raw, self.codebook_size)
+            rec = records.decode_image_record(raw, self.num_image_codes)
         except records.RecordError as e:
             return {"skip": e.reason, "source": source}
         if rng.random() < self.t2i_ratio:
@@ -363,7 +364,7 @@ def build_dataset(
     if len(set(names)) < len(names):
         raise ValueError(f"data.sources have repeated names {names}; give each a distinct \"name\"")
     files = {s.name: list_shards(s.path) for s in specs}
-    infos = {s.name: inspect_source(s.name, s.path, s.kind, files[s.name], config.codebook_size) for s in specs}
+    infos = {s.name: inspect_source(s.name, s.path, s.kind, files[s.name], config.num_image_codes) for s in specs}
     pixels_per_code = _pixels_per_code(config, infos)
     size_prefix = _size_prefix(config, infos)
     builder = SequenceBuilder(
@@ -381,7 +382,7 @@ def build_dataset(
                                         config.seed + 1000 * i, config.num_epochs, bad))
     mixed = grain.MapDataset.mix(datasets, [s.weight for s in specs])
     built = mixed.random_map(
-        _BuildExample(builder, config.t2i_ratio, config.cfg_drop, config.codebook_size),
+        _BuildExample(builder, config.t2i_ratio, config.cfg_drop, config.num_image_codes),
         seed=config.seed,
     )
     it = built.to_iter_dataset(grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=64))

@@ -1,6 +1,6 @@
 """Images + captions -> ArrayRecord shards of VQGAN codes (``records.ImageRecord``).
 
-Per unit of input (``image_inputs``) one shard ``{prefix}-{i:05d}-of-{n:05d}.array_record``:
+Per unit of input (``captioned_images``) one shard ``{prefix}-{i:05d}-of-{n:05d}.array_record``:
 images are decoded and resized on a thread pool (``tokenizer.image``: alpha onto
 white, LANCZOS resize to cover, center crop) to their aspect-ratio bucket (``buckets``;
 by default one square of ``resolution``, upstream's path), images whose long/short side
@@ -30,7 +30,7 @@ from liquid_jax.errors import UserError
 
 from liquid_jax.data import manifest, records, shards
 from liquid_jax.data.buckets import Bucket, closest
-from liquid_jax.data.image_inputs import ImageItem, Unit, inputs_fingerprint
+from liquid_jax.data.captioned_images import ImageItem, Unit, inputs_fingerprint
 from liquid_jax.tokenizer.image import MAX_ASPECT_RATIO, ImageError, aspect_ratio, load_image, resize_center_crop
 
 REPORT_FILE = "report.json"
@@ -142,7 +142,7 @@ def image_manifest(units: list[Unit], codec, *, prefix: str, buckets: list[Bucke
         settings={"prefix": prefix, "buckets": [b.name for b in buckets], "max_aspect_ratio": max_aspect_ratio,
                   "units": len(units)},
         inputs=inputs_fingerprint(units),
-        vqgan=manifest.VQGANInfo(codec.fingerprint, codec.codebook_size, codec.downsample_factor),
+        vqgan=manifest.VQGANInfo(codec.fingerprint, codec.num_image_codes, codec.pixels_per_code),
         grids=tuple(codec.grid_for(b.height, b.width) for b in buckets),
     )
 

@@ -115,7 +115,7 @@ def _int_field(fields: dict, name: str) -> int:
     return value
 
 
-def decode_image_record(data: bytes, codebook_size: int) -> ImageRecord:
+def decode_image_record(data: bytes, num_image_codes: int) -> ImageRecord:
     """Parses and validates an image record (grid, code range, non-empty caption)."""
     fields = _unpack(data)
     key = _text_field(fields, "key")
@@ -127,9 +127,9 @@ def decode_image_record(data: bytes, codebook_size: int) -> ImageRecord:
     if not isinstance(raw, bytes) or len(raw) != 2 * h * w:
         raise RecordError("corrupt", f"record {key!r}: codes do not fill a {h}x{w} grid")
     codes = np.frombuffer(raw, dtype=_CODE_DTYPE)
-    if int(codes.max()) >= codebook_size:
+    if int(codes.max()) >= num_image_codes:
         raise RecordError(
-            "code_out_of_range", f"record {key!r}: code {int(codes.max())} >= {codebook_size}"
+            "code_out_of_range", f"record {key!r}: code {int(codes.max())} >= {num_image_codes}"
         )
     return ImageRecord(caption=caption, codes=codes, h=h, w=w, key=key)
 

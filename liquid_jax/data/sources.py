@@ -137,7 +137,7 @@ def _first_records(files: list[str], limit: int) -> list[bytes]:
 
 
 def inspect_source(name: str, path: str, declared_kind: str | None, files: list[str],
-                   codebook_size: int) -> SourceInfo:
+                   num_image_codes: int) -> SourceInfo:
     """The ``SourceInfo`` of a source, or a DataError naming it when its shards cannot
     feed this run: another kind than declared, another codebook than the model's, a
     mixture of VQGANs, or no usable record among the first ones."""
@@ -158,9 +158,9 @@ def inspect_source(name: str, path: str, declared_kind: str | None, files: list[
     if len(vqgans) > 1:
         raise DataError(f"{where} mixes shards of different VQGANs: {sorted(v.fingerprint for v in vqgans)}")
     vqgan = next(iter(vqgans), None)
-    if vqgan is not None and vqgan.codebook_size != codebook_size:
-        raise DataError(f"{where} holds codes of a {vqgan.codebook_size}-code VQGAN but the model has "
-                        f"{codebook_size} image codes; pre-tokenize with the model's VQGAN or set "
+    if vqgan is not None and vqgan.num_image_codes != num_image_codes:
+        raise DataError(f"{where} holds codes of a {vqgan.num_image_codes}-code VQGAN but the model has "
+                        f"{num_image_codes} image codes; pre-tokenize with the model's VQGAN or set "
                         "model.num_image_codes to match")
     reasons: collections.Counter = collections.Counter()
     grids = collections.Counter()
@@ -169,7 +169,7 @@ def inspect_source(name: str, path: str, declared_kind: str | None, files: list[
             if kind == "text":
                 records.decode_text_record(raw)
             else:
-                rec = records.decode_image_record(raw, codebook_size)
+                rec = records.decode_image_record(raw, num_image_codes)
                 grids[(rec.h, rec.w)] += 1
         except records.RecordError as e:
             reasons[e.reason] += 1

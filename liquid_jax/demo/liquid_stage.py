@@ -59,7 +59,7 @@ def train_liquid(context: Context, stage: str, base_hf: str, run: LiquidRun) -> 
     vqgan = context.outputs(vqgan_stage.STAGE)
     init = context.path(stage, INIT_DIR)
     if not os.path.exists(init):
-        convert_hf_to_liquid(base_hf, init, extend_image_codes=vqgan["codebook_size"])
+        convert_hf_to_liquid(base_hf, init, extend_image_codes=vqgan["num_image_codes"])
     stored, _ = read_model_card(init)
     config = training.trainer_config(run.train, stored.to_dict(), tokenizer_stage.tokenizer_path(context),
                                      mixture(context, run.mix))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from liquid_jax.data.buckets import Bucket
-from liquid_jax.data.image_inputs import folder_units
+from liquid_jax.data.captioned_images import folder_units
 from liquid_jax.data.pretokenize_images import pretokenize_images
 from liquid_jax.data.pretokenize_text import pretokenize_text
 from liquid_jax.demo import vqgan_stage

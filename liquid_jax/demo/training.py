@@ -45,7 +45,7 @@ def trainer_config(
     demo's ``tokenizer`` and data ``sources``; ``run.model`` keeps its dtypes."""
     config = run.copy_and_resolve_references()
     config.model = ml_collections.ConfigDict({**model, **config.model.to_dict()})
-    config.data.codebook_size = config.model.num_image_codes
+    config.data.num_image_codes = config.model.num_image_codes
     config.tokenizer = tokenizer
     config.data.sources = tuple(sources)
     return config

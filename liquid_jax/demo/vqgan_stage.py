@@ -30,8 +30,8 @@ def run(context: Context) -> dict:
     renders = [render(s) for s in heldout.held_out(context).scenes]
     return {
         "psnr_heldout": shapes_metrics.reconstruction_psnr(codec, renders),
-        "codebook_size": codec.codebook_size,
+        "num_image_codes": codec.num_image_codes,
         "grids": {canvas_name(c): list(codec.grid_for(*c)) for c in context.config.world.canvases},
-        "downsample": codec.downsample_factor,
+        "pixels_per_code": codec.pixels_per_code,
         "train_final": trained,
     }

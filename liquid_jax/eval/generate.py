@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from liquid_jax import paths
+from liquid_jax import former_names, paths
 from liquid_jax.errors import UserError
 from liquid_jax.eval.benchmarks import Benchmark, Prompt
 
@@ -57,7 +57,7 @@ def _record_settings(out, settings: dict[str, Any]) -> None:
     """Writes the run's settings, or checks them against an earlier run's (or process 0's)."""
     file = out / SETTINGS_FILE
     if file.exists():
-        earlier = json.loads(file.read_text())
+        earlier = former_names.current(json.loads(file.read_text()), former_names.EVAL_GENERATE_SETTINGS)
         changed = sorted(k for k in set(earlier) | set(settings) if earlier.get(k) != settings.get(k))
         if changed:
             raise UserError(f"--out {out} holds a run with other settings ({', '.join(changed)}); "
@@ -98,7 +98,7 @@ def generate(
     **sampling: Any,
 ) -> dict[str, Any]:
     """Draws ``num_images`` images per prompt with ``lm.generate_images`` (``sampling``:
-    its keyword arguments: cfg, temperature, top_k, top_p, grid, speculative_window, ...)
+    its keyword arguments: guidance_scale, temperature, top_k, top_p, grid, speculative_window, ...)
     and writes ``benchmark``'s files under ``out``. ``settings``: what else identifies the
     run (checkpoint, VQGAN) in ``SETTINGS_FILE``. Returns this process's summary; with
     several processes, process 0 also writes ``SUMMARY_FILE`` for all of them."""

@@ -48,7 +48,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models import utils as model_utils
 from tqdm.auto import tqdm
 
-from liquid_jax.sharding import batch_shard_count, logical_to_spec, make_mesh
+from liquid_jax.sharding import logical_to_spec, make_mesh, pad_to_batch_shards
 
 if TYPE_CHECKING:
     from liquid_jax.api import LiquidLM
@@ -135,7 +135,7 @@ class LiquidJaxLM(TemplateLM):
             import liquid_jax
 
             lm = liquid_jax.load(checkpoint, dtype=dtype, mesh=_local_mesh(), step=step)
-        if lm.tokenizer is None:
+        if lm.vocab is None:
             raise ValueError("the model was loaded without tokenizer files; lm-eval tasks are text")
         if jax.process_count() > 1 and lm.mesh is not None and any(
             d.process_index != jax.process_index() for d in lm.mesh.devices.flat
@@ -144,7 +144,7 @@ class LiquidJaxLM(TemplateLM):
                              "load the model on this process's devices (a mesh over jax.local_devices())")
         self.liquid = lm
         self.checkpoint = checkpoint
-        self.vocab = lm.tokenizer
+        self.vocab = lm.vocab
         self._batch_size = _positive_int(batch_size, "batch_size")
         context = lm.config.max_position_embeddings
         self._max_length = context if max_length is None else _positive_int(max_length, "max_length")
@@ -156,8 +156,7 @@ class LiquidJaxLM(TemplateLM):
         self._bos_text = self.vocab.text.id_to_piece(self.prefix_token_id)
         self._rank = jax.process_index()
         self._world_size = jax.process_count()
-        shards = batch_shard_count(lm.mesh)
-        self._batch_rows = -(-self._batch_size // shards) * shards  # whole rows per batch shard
+        self._batch_rows = pad_to_batch_shards(self._batch_size, lm.mesh)
 
     # --- what lm-eval asks of a model -------------------------------------------------
 

@@ -29,6 +29,7 @@ from liquid_jax.eval import benchmarks, generate
 from liquid_jax.sample.text import caption_images
 from liquid_jax.shapes import checker
 from liquid_jax.shapes.world import Scene, canvas_name, render
+from liquid_jax.tokenizer.image import to_model_input
 from liquid_jax.train.vqgan import losses as vqgan_losses
 
 _LENGTH_BUCKET = 32
@@ -52,7 +53,7 @@ def text_perplexity(lm: LiquidLM, texts: Sequence[str], batch_size: int = 32) ->
     """exp(mean negative log-likelihood) of ``<bos> text <eos>`` over every token after
     ``<bos>``, under the model's whole (text + image) vocabulary."""
     special = lm.config.special_tokens
-    docs = [[special.bos] + lm.tokenizer.encode_text(t) + [special.eos] for t in texts]
+    docs = [[special.bos] + lm.vocab.encode_text(t) + [special.eos] for t in texts]
     width = -(-max(len(d) for d in docs) // _LENGTH_BUCKET) * _LENGTH_BUCKET
     total, count = 0.0, 0
     for start in range(0, len(docs), batch_size):
@@ -79,7 +80,7 @@ def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, g
     items = [benchmarks.Prompt(f"{i:05d}", p) for i, p in enumerate(prompts)]
     with tempfile.TemporaryDirectory() as out:
         summary = generate.generate(
-            lm, codec, benchmark, items, out, num_images=1, batch_size=len(items), seed=seed, cfg=sample.cfg,
+            lm, codec, benchmark, items, out, num_images=1, batch_size=len(items), seed=seed, guidance_scale=sample.guidance_scale,
             temperature=sample.temperature, top_k=sample.top_k, top_p=sample.top_p, grid=grid,
         )
         images = np.stack([np.asarray(Image.open(os.path.join(out, name)).convert("RGB"))
@@ -89,7 +90,7 @@ def draw(lm: LiquidLM, codec: ImageCodec, prompts: Sequence[str], sample: Any, g
 
 def describe_images(lm: LiquidLM, codec: ImageCodec, images: np.ndarray, max_new_tokens: int) -> list[str]:
     """Greedy captions with upstream's captioning prompt of same-size images [n, h, w, 3]."""
-    return caption_images(lm.model, lm.tokenizer, list(images), max_new_tokens, codec=codec,
+    return caption_images(lm.model, lm.vocab, list(images), max_new_tokens, codec=codec,
                           image_size=images.shape[1:3], size_prefix=lm.image.size_prefix,
                           progress="captioning").texts
 
@@ -183,7 +184,7 @@ def reconstruct(codec: ImageCodec, images: Sequence[np.ndarray]) -> list[np.ndar
 
 def reconstruction_psnr(codec: ImageCodec, images: Sequence[np.ndarray]) -> float:
     """Mean PSNR (dB) of encode -> decode over uint8 images."""
-    to_model = lambda x: jnp.asarray(x, jnp.float32)[None] / 127.5 - 1.0  # noqa: E731
+    to_model = lambda x: to_model_input(jnp.asarray(x))[None]  # noqa: E731
     return float(np.mean([vqgan_losses.psnr(to_model(a), to_model(b))[0]
                           for a, b in zip(images, reconstruct(codec, images))]))
 

@@ -1,12 +1,16 @@
-"""TransformerConfig: one dataclass describing every supported decoder family."""
+"""TransformerConfig: one dataclass describing every supported decoder family; and
+``load_config_file``, the one reader of ml_collections config files (``configs/*.py``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from typing import Any, Literal
 
 import ml_collections
+
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
 
 Family = Literal["gemma", "gemma2", "llama", "qwen2"]
 FAMILIES: tuple[str, ...] = ("gemma", "gemma2", "llama", "qwen2")
@@ -147,7 +151,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def model_config_dict(
-    family: Family, text_vocab_size: int, num_image_codes: int = 8192, **fields: Any
+    family: Family, text_vocab_size: int, num_image_codes: int = DEFAULT_NUM_IMAGE_CODES, **fields: Any
 ) -> ml_collections.ConfigDict:
     """A ConfigDict with every TransformerConfig field, for ml_collections config files.
 
@@ -171,18 +175,25 @@ def model_config_dict(
     return cfg
 
 
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` (or ``get_config()``) of an ml_collections config file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise AttributeError(f"config file {path} has no get_config()")
+    return module.get_config(arg) if arg is not None else module.get_config()
+
+
 def load_model_config(path: str, **overrides: Any) -> TransformerConfig:
     """The TransformerConfig of an ml_collections config file (its ``get_config().model``).
 
     ``overrides`` are set on the ConfigDict first, as ``--config.model.<key>=`` would be
     (so ``num_image_codes=0`` also shrinks ``vocab_size``).
     """
-    spec = importlib.util.spec_from_file_location(f"liquid_config_{abs(hash(path))}", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"cannot load config file {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.get_config().model
+    model = load_config_file(path).model
     for key, value in overrides.items():
         setattr(model, key, value)
     return TransformerConfig.from_dict(model.to_dict())

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from liquid_jax.model.config import TransformerConfig
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
 
-DEFAULT_NUM_IMAGE_CODES = 8192
 TABLE_PATHS = (("embed", "embedding"), ("lm_head", "weight"))
 
 

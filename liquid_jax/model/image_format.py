@@ -57,10 +57,10 @@ class ImageFormat:
         """Refuses a VQGAN ``codec`` (an ImageCodec) whose codes are not the ones the model
         learned: another codebook size, another downsampling, another recorded codebook."""
         problems = []
-        if codec.codebook_size != num_image_codes:
-            problems.append(f"its codebook has {codec.codebook_size} codes, the model {num_image_codes}")
-        if self.pixels_per_code is not None and codec.downsample_factor != self.pixels_per_code:
-            problems.append(f"it has {codec.downsample_factor} pixels per code, the model was trained "
+        if codec.num_image_codes != num_image_codes:
+            problems.append(f"its codebook has {codec.num_image_codes} codes, the model {num_image_codes}")
+        if self.pixels_per_code is not None and codec.pixels_per_code != self.pixels_per_code:
+            problems.append(f"it has {codec.pixels_per_code} pixels per code, the model was trained "
                             f"with {self.pixels_per_code}")
         if self.vqgan_fingerprint and codec.fingerprint != self.vqgan_fingerprint:
             problems.append(f"its codebook fingerprint is {codec.fingerprint}, the model was trained on "

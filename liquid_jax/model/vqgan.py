@@ -242,14 +242,14 @@ class VectorQuantizer(nnx.Module):
     """Nearest codebook entry by squared L2 distance (``|z|^2 + |e|^2 - 2 z.e``, float32)."""
 
     def __init__(self, cfg: VQGANConfig, *, rngs: nnx.Rngs):
-        n = cfg.n_embed
+        n = cfg.num_image_codes
         self.embedding = logical_param(
             jax.random.uniform(rngs.params(), (n, cfg.embed_dim), _dtype(cfg.param_dtype), -1.0 / n, 1.0 / n),
             ("codebook", "codebook_dim"),
         )
 
     def distances(self, z: jax.Array) -> jax.Array:
-        """Squared distances [..., n_embed] from float32 latents [..., embed_dim]."""
+        """Squared distances [..., num_image_codes] from float32 latents [..., embed_dim]."""
         e = self.embedding[...].astype(jnp.float32)
         z = z.astype(jnp.float32)
         return (

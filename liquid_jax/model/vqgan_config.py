@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
+
+from liquid_jax import former_names
+
+DEFAULT_NUM_IMAGE_CODES = 8192  # Chameleon's codebook: the image codes Liquid adds to a vocabulary
 
 
 @dataclasses.dataclass(frozen=True)
 class VQGANConfig:
     """Encoder/decoder widths, depths and the codebook of a taming-style VQGAN.
 
-    Field names follow taming's ``ddconfig`` plus ``n_embed`` / ``embed_dim``; the
-    defaults are Chameleon's 512 px, 8192-code tokenizer.
+    Field names follow taming's ``ddconfig`` plus ``embed_dim`` and ``num_image_codes``
+    (the codebook size, taming's ``n_embed``); the defaults are Chameleon's 512 px,
+    8192-code tokenizer.
     """
 
     ch: int = 128
@@ -20,7 +25,7 @@ class VQGANConfig:
     attn_resolutions: tuple[int, ...] = ()
     z_channels: int = 256
     embed_dim: int = 256
-    n_embed: int = 8192
+    num_image_codes: int = DEFAULT_NUM_IMAGE_CODES
     resolution: int = 512
     in_channels: int = 3
     out_ch: int = 3
@@ -44,7 +49,8 @@ class VQGANConfig:
             raise ValueError("ch_mult must have at least one level")
 
     @property
-    def downsample_factor(self) -> int:
+    def pixels_per_code(self) -> int:
+        """The side in pixels of the square each code stands for (the downsampling factor)."""
         return 2 ** (len(self.ch_mult) - 1)
 
     def replace(self, **changes) -> "VQGANConfig":
@@ -57,7 +63,9 @@ class VQGANConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VQGANConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> "VQGANConfig":
+        """The config of ``to_dict`` output (earlier versions' field names accepted)."""
+        d = former_names.current(d, former_names.VQGAN_CONFIG)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -93,8 +93,10 @@ def read_prompts() -> list[str]:
 
 
 def define_image_flags() -> None:
-    """--cfg, --grid / --size and speculative decoding, as ``sample t2i`` takes them."""
-    flags.DEFINE_float("cfg", 7.0, "Classifier-free guidance scale (0: no guidance).")
+    """--guidance_scale (or --cfg, its former name), --grid / --size and speculative
+    decoding, as ``sample t2i`` takes them."""
+    flags.DEFINE_float("guidance_scale", 7.0, "Classifier-free guidance scale (0: no guidance).")
+    flags.DEFINE_alias("cfg", "guidance_scale")
     flags.DEFINE_string("grid", None, "Code grid HxW (default: the model's trained grid; 32x32 = 512 px "
                         "with Chameleon's VQGAN).")
     flags.DEFINE_string("size", None, "Image size HEIGHTxWIDTH in pixels instead of --grid (e.g. 384x640; "
@@ -123,5 +125,5 @@ def image_settings(codec) -> dict[str, Any]:
     grid = parse_grid(FLAGS.grid) if FLAGS.grid else None
     if FLAGS.size:
         grid = codec.grid_for(*parse_grid(FLAGS.size, "--size"))
-    return dict(cfg=FLAGS.cfg or None, grid=grid, speculative_window=FLAGS.speculative_window,
+    return dict(guidance_scale=FLAGS.guidance_scale or None, grid=grid, speculative_window=FLAGS.speculative_window,
                 coupling=FLAGS.coupling, **sampling_flags())

@@ -2,7 +2,7 @@
 
   liquid-jax sample t2i --checkpoint=liquid-7b/ --vqgan=vqgan/ --prompt="a red fox" --out=samples/
   liquid-jax sample t2i --checkpoint=run/ --vqgan=vqgan/ --prompts_file=prompts.txt --num_images=2 \\
-      --grid=16x16 --cfg=5 --out=samples/
+      --grid=16x16 --guidance_scale=5 --out=samples/
   liquid-jax sample t2i --checkpoint=... --vqgan=... --prompt="a harbour at dusk" --size=384x640 --out=wide/
 
 --checkpoint is a liquid_jax checkpoint, a training workdir or a Hugging Face directory.

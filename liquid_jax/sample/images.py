@@ -2,7 +2,7 @@
 
 Each prompt yields ``num_images`` conditional rows and as many unconditional rows in one
 batch. Per step only the image-code rows of the LM head are computed (which is the same
-as masking every text token), the guided logits ``u + cfg * (c - u)`` are filtered and
+as masking every text token), the guided logits ``u + guidance_scale * (c - u)`` are filtered and
 sampled, and the chosen code is fed to both rows. Exactly ``h * w`` codes: one forward
 pass each, or, with ``speculative_window``, several per pass by speculative Jacobi
 decoding (``liquid_jax.sample.speculative``: the same distribution, fewer passes).
@@ -57,7 +57,7 @@ def generate_image_codes(
     vocab: MultimodalVocab,
     prompts: Sequence[str],
     *,
-    cfg: float | None = 7.0,
+    guidance_scale: float | None = 7.0,
     sampling: SamplingParams = SamplingParams(temperature=0.99, top_k=4096, top_p=0.96),
     num_images: int = 4,
     seed: int = 0,
@@ -69,15 +69,15 @@ def generate_image_codes(
     mesh: jax.sharding.Mesh | None = None,
     progress: str | None = None,
 ) -> ImageGeneration:
-    """Samples ``num_images`` code grids per prompt. ``cfg=None`` disables guidance
+    """Samples ``num_images`` code grids per prompt. ``guidance_scale=None`` disables guidance
     (conditional rows only); ``size_prefix``: prompt with the size sentence (as the model
     was trained, see ``ImageFormat``). ``speculative_window`` L >= 2 drafts L - 1 codes
     ahead and verifies them in one pass (``coupling``: "gumbel" or "maximal"); 0 decodes
     token by token. Either way image i's randomness is keyed by ``seed`` and i alone."""
     if isinstance(prompts, str):
         prompts = [prompts]
-    if cfg is not None and not (math.isfinite(cfg) and cfg >= 0):
-        raise UserError(f"cfg must be a finite number >= 0 (or None for no guidance), got {cfg}")
+    if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise UserError(f"guidance_scale must be a finite number >= 0 (or None for no guidance), got {guidance_scale}")
     config = model.config
     if not config.num_image_codes:
         raise ValueError("this model has no image codes (num_image_codes = 0); it cannot draw")
@@ -95,7 +95,7 @@ def generate_image_codes(
         raise UserError("no prompts given")
     if speculative_window < 0 or speculative_window == 1:
         raise UserError(f"speculative_window must be 0 (token by token) or >= 2, got {speculative_window}")
-    rows = guided_batch(vocab, prompts, num_images, (h, w), pixels_per_code, guided=cfg is not None,
+    rows = guided_batch(vocab, prompts, num_images, (h, w), pixels_per_code, guided=guidance_scale is not None,
                         size_prefix=size_prefix)
     longest = max(len(r) for r in rows)
     if longest + h * w > config.max_position_embeddings:
@@ -104,7 +104,7 @@ def generate_image_codes(
                         f"{config.max_position_embeddings}; draw a smaller grid")
     images = len(prompts) * num_images
     common = dict(sampling=sampling, seed=seed, vocab_range=(config.text_vocab_size, config.vocab_size),
-                  guidance_scale=cfg, mesh=mesh, progress=progress)
+                  guidance_scale=guidance_scale, mesh=mesh, progress=progress)
     if speculative_window:
         result = generate_speculative(model, rows, h * w, window=speculative_window, coupling=coupling, **common)
         tokens, forwards = result.tokens, result.forwards
@@ -126,11 +126,11 @@ def generate_images(
     codes is refused before any generation."""
     if not codec.has_decoder:
         raise UserError("this VQGAN has no decoder (an encoder-only checkpoint); it cannot draw images")
-    if codec.codebook_size != model.config.num_image_codes:
-        raise UserError(f"the VQGAN's codebook has {codec.codebook_size} codes, the model "
+    if codec.num_image_codes != model.config.num_image_codes:
+        raise UserError(f"the VQGAN's codebook has {codec.num_image_codes} codes, the model "
                         f"{model.config.num_image_codes}; use the VQGAN the model was trained with")
     result = generate_image_codes(
-        model, vocab, prompts, pixels_per_code=codec.downsample_factor, **kwargs
+        model, vocab, prompts, pixels_per_code=codec.pixels_per_code, **kwargs
     )
     images = codec.decode(result.codes, grid=result.grid)
     return dataclasses.replace(result, images=images)

@@ -17,6 +17,9 @@ from liquid_jax.sample.images import ImageGeneration, generate_image_codes, gene
 from liquid_jax.sample.text import TextGeneration, caption_images as _caption, generate_text as _write
 
 
+_NOT_GIVEN: Any = object()
+
+
 def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingParams:
     """Greedy for ``temperature == 0`` or ``top_k == 1`` (the arg-max either way; greedy
     skips the filters and the random numbers), otherwise sampling with the given filters."""
@@ -32,9 +35,9 @@ def _check_codec(lm: Any, codec: Any) -> None:
 
 
 def _vocab(lm: Any):
-    if lm.tokenizer is None:
+    if lm.vocab is None:
         raise ValueError("this model was loaded without tokenizer files; text prompts cannot be encoded")
-    return lm.tokenizer
+    return lm.vocab
 
 
 def _is_single_prompt(prompts: Any) -> bool:
@@ -50,7 +53,7 @@ def generate_images(
     prompts: str | Sequence[str],
     codec: Any = None,
     *,
-    cfg: float | None = 7.0,
+    guidance_scale: float | None = 7.0,
     temperature: float = 0.99,
     top_k: int = 4096,
     top_p: float = 0.96,
@@ -60,9 +63,11 @@ def generate_images(
     speculative_window: int = 0,
     coupling: str = "gumbel",
     progress: bool = True,
+    cfg: float | None = _NOT_GIVEN,
 ) -> ImageGeneration:
     """``num_images`` images per prompt with upstream's guided sampler, prompted as the
-    model was trained (``lm.image``: size prefix, pixels per code).
+    model was trained (``lm.image``: size prefix, pixels per code). ``guidance_scale``:
+    classifier-free guidance (None: none); ``cfg``, its former name, still takes its place.
 
     ``grid`` (h, w) defaults to the first grid the model was trained on (32x32 for
     upstream's). ``speculative_window`` L >= 2 decodes by speculative Jacobi decoding
@@ -72,15 +77,18 @@ def generate_images(
     """
     if isinstance(prompts, str):
         prompts = [prompts]
+    if cfg is not _NOT_GIVEN:
+        guidance_scale = cfg
     _check_codec(lm, codec)
     grid = tuple(grid) if grid is not None else lm.image.default_grid
     if lm.image.grids and grid not in lm.image.grids:
         logging.warning("the model was trained on grids %s, not %s; expect weaker images",
                         [f"{h}x{w}" for h, w in lm.image.grids], f"{grid[0]}x{grid[1]}")
     kwargs = dict(
-        cfg=cfg, sampling=sampling_params(temperature, top_k, top_p), num_images=num_images,
-        seed=seed, grid=grid, size_prefix=lm.image.size_prefix, speculative_window=speculative_window,
-        coupling=coupling, mesh=lm.mesh, progress="image tokens" if progress else None,
+        guidance_scale=guidance_scale, sampling=sampling_params(temperature, top_k, top_p),
+        num_images=num_images, seed=seed, grid=grid, size_prefix=lm.image.size_prefix,
+        speculative_window=speculative_window, coupling=coupling, mesh=lm.mesh,
+        progress="image tokens" if progress else None,
     )
     if codec is None:
         pixels_per_code = lm.image.pixels_per_code or DEFAULT_PIXELS_PER_CODE
@@ -108,13 +116,13 @@ def generate_text(
     A single string or 1-D token array is one prompt; a 2-D array is one prompt per row."""
     if _is_single_prompt(prompts):
         prompts = [prompts]
-    if lm.tokenizer is None and (images is not None or any(isinstance(p, str) for p in prompts)):
+    if lm.vocab is None and (images is not None or any(isinstance(p, str) for p in prompts)):
         _vocab(lm)
     _check_codec(lm, codec)
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     return _write(
-        lm.model, lm.tokenizer, prompts, max_new_tokens,
+        lm.model, lm.vocab, prompts, max_new_tokens,
         sampling=sampling_params(temperature, top_k, top_p), seed=seed, images=images,
         codec=codec, image_size=image_size, stop_tokens=stop_tokens, mesh=lm.mesh,
         progress="text tokens" if progress else None,

@@ -11,7 +11,7 @@ import numpy as np
 from liquid_jax.model.transformer import Transformer
 from liquid_jax.sample.decode_loop import generate_tokens
 from liquid_jax.sample.filters import GREEDY, SamplingParams
-from liquid_jax.sample.image_input import images_to_codes
+from liquid_jax.sample.prompt_images import images_to_codes
 from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE
 from liquid_jax.sample.prompts import (
     caption_prompt,
@@ -98,7 +98,7 @@ def caption_images(
     after the size sentence if the model was trained with it (``size_prefix``). Images are
     read as ``images_to_codes`` reads them; the prompt states each one's own grid."""
     codes = images_to_codes(images, codec, image_size)
-    per_code = DEFAULT_PIXELS_PER_CODE if codec is None else codec.downsample_factor
+    per_code = DEFAULT_PIXELS_PER_CODE if codec is None else codec.pixels_per_code
     rows = [caption_prompt(vocab, c.reshape(-1), c.shape, per_code, size_prefix) for c in codes]
     return _run(model, vocab, rows, max_new_tokens, sampling, seed, (vocab.special.eos,), mesh, progress)
 

@@ -17,6 +17,8 @@ import io
 import os
 from typing import Sequence, Union
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 
@@ -140,20 +142,27 @@ def pad_to_square(img: PIL.Image.Image, fill: Sequence[int] = PAD_FILL) -> PIL.I
     return out
 
 
-def to_model_input(pixels: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [-1, 1] (``x / 255 * 2 - 1``)."""
-    pixels = np.asarray(pixels)
-    if pixels.dtype != np.uint8:
+ArrayLike = Union[np.ndarray, jax.Array]
+
+
+def _xp(x: ArrayLike):
+    """jax.numpy for jax arrays (traced ones too), numpy for anything else."""
+    return jnp if isinstance(x, jax.Array) else np
+
+
+def to_model_input(pixels: ArrayLike) -> ArrayLike:
+    """uint8 pixels -> float32 in [-1, 1] (``x / 255 * 2 - 1``, rounded as upstream's);
+    numpy in, numpy out; jax in (inside jit too), jax out. The one place pixels are scaled."""
+    xp = _xp(pixels)
+    pixels = xp.asarray(pixels)
+    if pixels.dtype != xp.uint8:
         raise TypeError(f"expected uint8 pixels, got {pixels.dtype}")
-    return _UINT8_TO_MODEL[pixels]
+    return xp.asarray(_UINT8_TO_MODEL)[pixels.astype(xp.int32)]
 
 
-def to_uint8(x) -> np.ndarray:
-    """Model output in [-1, 1] -> uint8: clamp, ``(x + 1) / 2 * 255`` in float32, truncate."""
-    x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
-    return (((x + np.float32(1)) / np.float32(2)) * np.float32(255)).astype(np.uint8)
-
-
-def uint8_lookup_table() -> np.ndarray:
-    """The 256-entry float32 table used by ``to_model_input`` (for on-device use)."""
-    return _UINT8_TO_MODEL.copy()
+def to_uint8(x: ArrayLike) -> ArrayLike:
+    """Model output in [-1, 1] -> uint8: clamp, ``(x + 1) / 2 * 255`` in float32, truncate;
+    numpy or jax as ``to_model_input``."""
+    xp = _xp(x)
+    x = xp.clip(xp.asarray(x, dtype=xp.float32), -1.0, 1.0)
+    return (((x + xp.float32(1)) / xp.float32(2)) * xp.float32(255)).astype(xp.uint8)

@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from liquid_jax.model.config import SpecialTokens
-from liquid_jax.model.extend import DEFAULT_NUM_IMAGE_CODES
+from liquid_jax.model.vqgan_config import DEFAULT_NUM_IMAGE_CODES
 from liquid_jax.tokenizer.text import HF_TOKENIZER_CONFIG_FILE, TextTokenizer
 
 # Names of the recipe tokens as they appear in prompts (upstream's spelling).

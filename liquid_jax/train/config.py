@@ -9,7 +9,6 @@ Face directory), ``data`` (``liquid_jax.data.pipeline``), ``mesh``, ``optimizer`
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import math
 import os
 import re
@@ -20,21 +19,10 @@ from absl import flags
 
 from liquid_jax.data import pipeline
 from liquid_jax.errors import UserError
+from liquid_jax.model.config import load_config_file
 
 INIT_KINDS = ("scratch", "checkpoint", "hf")
 NAN_POLICIES = ("stop", "skip")
-
-
-def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    """``get_config(arg)`` (or ``get_config()``) of an ml_collections config file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise AttributeError(f"config file {path} has no get_config()")
-    return module.get_config(arg) if arg is not None else module.get_config()
 
 
 def base_model(config_file: str, relative_to: str) -> ml_collections.ConfigDict:
@@ -57,7 +45,7 @@ def train_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     data["size_prefix"] = None  # None: as the init model was trained, or on for several grids
     config.data = ml_collections.ConfigDict(data)
     if "num_image_codes" in config.model:
-        config.data.codebook_size = config.model.get_ref("num_image_codes")
+        config.data.num_image_codes = config.model.get_ref("num_image_codes")
 
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 

@@ -148,11 +148,7 @@ def make_train_step(
 
 def check_batch_size(batch_size: int, mesh: Mesh, grad_accum_steps: int) -> None:
     """Raises ValueError unless every micro-batch splits evenly over the batch axes."""
-    spec = sharding.logical_to_spec(("batch",), mesh=mesh)[0] or ()
-    axes = (spec,) if isinstance(spec, str) else tuple(spec)
-    parallel = 1
-    for axis in axes:
-        parallel *= mesh.shape[axis]
+    parallel = sharding.batch_shard_count(mesh)
     if batch_size % (parallel * grad_accum_steps):
         raise ValueError(
             f"data.batch_size {batch_size} must be a multiple of the {parallel} batch-parallel "

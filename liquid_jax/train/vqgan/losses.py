@@ -39,9 +39,9 @@ def psnr(x: jax.Array, x_rec: jax.Array) -> jax.Array:
     return 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))
 
 
-def code_histogram(codes: jax.Array, n_embed: int) -> jax.Array:
-    """Counts of each code (float32 [n_embed])."""
-    return jnp.zeros((n_embed,), jnp.float32).at[codes.reshape(-1)].add(1.0)
+def code_histogram(codes: jax.Array, num_image_codes: int) -> jax.Array:
+    """Counts of each code (float32 [num_image_codes])."""
+    return jnp.zeros((num_image_codes,), jnp.float32).at[codes.reshape(-1)].add(1.0)
 
 
 def perplexity(counts: jax.Array) -> jax.Array:

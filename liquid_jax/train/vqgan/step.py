@@ -19,6 +19,7 @@ from flax import nnx
 
 from liquid_jax.model.vqgan import VQGAN
 from liquid_jax.model.vqgan_config import VQGANConfig
+from liquid_jax.tokenizer.image import to_model_input
 from liquid_jax.train.vqgan import codebook, losses
 from liquid_jax.train.vqgan.patchgan import PatchGAN
 from liquid_jax.train.vqgan.perceptual import perceptual_distance
@@ -33,10 +34,10 @@ class Modules(nnx.Module):
         self.model = VQGAN(cfg, rngs=rngs)
         self.disc = PatchGAN(cfg, ndf=config.loss.disc_ndf, n_layers=config.loss.disc_layers, rngs=rngs) \
             if config.loss.disc_weight > 0 else None
-        self.usage = nnx.BatchStat(jnp.full((cfg.n_embed,), 1.0 / cfg.n_embed, jnp.float32))
+        self.usage = nnx.BatchStat(jnp.full((cfg.num_image_codes,), 1.0 / cfg.num_image_codes, jnp.float32))
         if config.codebook.ema:
-            self.ema_count = nnx.BatchStat(jnp.zeros((cfg.n_embed,), jnp.float32))
-            self.ema_total = nnx.BatchStat(jnp.zeros((cfg.n_embed, cfg.embed_dim), jnp.float32))
+            self.ema_count = nnx.BatchStat(jnp.zeros((cfg.num_image_codes,), jnp.float32))
+            self.ema_total = nnx.BatchStat(jnp.zeros((cfg.num_image_codes, cfg.embed_dim), jnp.float32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Spec:
 
     graphdef: nnx.GraphDef
     tx: optax.GradientTransformation
-    n_embed: int
+    num_image_codes: int
     beta: float
     l1_weight: float
     l2_weight: float
@@ -88,7 +89,7 @@ def init_state(config: ml_collections.ConfigDict) -> tuple[Spec, State]:
              "step": jnp.zeros((), jnp.int32)}
     loss = config.loss
     spec = Spec(
-        graphdef=graphdef, tx=tx, n_embed=cfg.n_embed, beta=cfg.beta,
+        graphdef=graphdef, tx=tx, num_image_codes=cfg.num_image_codes, beta=cfg.beta,
         l1_weight=loss.l1_weight, l2_weight=loss.l2_weight,
         codebook_weight=0.0 if config.codebook.ema else loss.codebook_weight,
         perceptual_weight=loss.perceptual_weight, disc_weight=loss.disc_weight, disc_start=loss.disc_start,
@@ -101,11 +102,6 @@ def init_state(config: ml_collections.ConfigDict) -> tuple[Spec, State]:
 def checkpointed(state: State) -> State:
     """What a checkpoint holds of ``state``: all but ``step``, which is the checkpoint's number."""
     return {k: state[k] for k in ("params", "opt_state", "stats")}
-
-
-def to_model_input(pixels: jax.Array) -> jax.Array:
-    """uint8 pixels -> floats in [-1, 1]."""
-    return pixels.astype(jnp.float32) / 255.0 * 2.0 - 1.0
 
 
 def modules(spec: Spec, state: State) -> Modules:
@@ -155,7 +151,7 @@ def train_step(spec: Spec, state: State, pixels: jax.Array, perceptual: Any) -> 
         aux["d_loss"] = d_loss
     updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    counts = losses.code_histogram(codes, spec.n_embed)
+    counts = losses.code_histogram(codes, spec.num_image_codes)
     decay = spec.usage_decay
     usage = decay * state["stats"]["usage"] + (1 - decay) * counts / counts.sum()
     aux["psnr"] = losses.psnr(x, x_rec).mean()
@@ -177,8 +173,8 @@ def restart_dead_codes(spec: Spec, state: State, pixels: jax.Array) -> tuple[Sta
     stats = dict(state["stats"])
     key = jax.random.fold_in(jax.random.key(spec.seed), state["step"])
     emb, dead = codebook.restart_dead(state["params"]["model"]["quantize"]["embedding"], stats["usage"], z,
-                                      spec.dead_fraction / spec.n_embed, key)
-    stats["usage"] = jnp.where(dead, 1.0 / spec.n_embed, stats["usage"])
+                                      spec.dead_fraction / spec.num_image_codes, key)
+    stats["usage"] = jnp.where(dead, 1.0 / spec.num_image_codes, stats["usage"])
     if spec.ema_decay is not None:
         # A restarted code starts as if it had been assigned once to its new vector.
         stats["ema_count"] = jnp.where(dead, 1.0, stats["ema_count"])

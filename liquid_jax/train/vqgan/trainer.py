@@ -5,7 +5,7 @@ codebook follows an exponential moving average of its assigned latents instead o
 codebook loss), optional LPIPS-style
 perceptual loss (``loss.perceptual_weights``: a VGG16 safetensors file), optional
 PatchGAN hinge loss after ``loss.disc_start`` steps. Dead codes (usage EMA below
-``codebook.dead_fraction / n_embed``) are re-initialised from encoder outputs every
+``codebook.dead_fraction / num_image_codes``) are re-initialised from encoder outputs every
 ``codebook.restart_every`` steps.
 
 The loop has the LM trainer's shape and parts: one process per host over a global mesh,
@@ -66,7 +66,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, preemption: P
     train_step = jit(functools.partial(step_lib.train_step, spec), donate_argnums=0)
     restart_dead_codes = jit(functools.partial(step_lib.restart_dead_codes, spec), donate_argnums=0)
     evaluate = functools.partial(_evaluate, jit(functools.partial(step_lib.evaluate_batch, spec)),
-                                 held_out=held_out, batch_size=config.batch_size, sharding=rows, n_embed=spec.n_embed)
+                                 held_out=held_out, batch_size=config.batch_size, sharding=rows,
+                                 num_image_codes=spec.num_image_codes)
 
     run_config = train_state.config_json(config)
     checkpointer = train_state.TrainCheckpointer(workdir, save_every=config.checkpoint_every,
@@ -93,7 +94,8 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, preemption: P
             if done % config.log_every == 0 or done == config.steps:
                 values = {k: float(v) for k, v in aux.items()}
                 values["images_per_second"] = images_since / (time.perf_counter() - tic)
-                values["codes_in_use_ema"] = float(np.mean(np.asarray(state["stats"]["usage"]) > 0.1 / spec.n_embed))
+                usage = np.asarray(state["stats"]["usage"])
+                values["codes_in_use_ema"] = float(np.mean(usage > 0.1 / spec.num_image_codes))
                 writer.write(done, values)
                 tic, images_since = time.perf_counter(), 0
             if done % config.eval_every == 0 or done == config.steps:
@@ -123,9 +125,9 @@ def _perceptual_weights(config: ml_collections.ConfigDict, sharding: NamedShardi
 
 
 def _evaluate(evaluate_batch: Callable, state: step_lib.State, *, held_out: np.ndarray, batch_size: int,
-              sharding: NamedSharding, n_embed: int) -> tuple[dict[str, float], np.ndarray]:
+              sharding: NamedSharding, num_image_codes: int) -> tuple[dict[str, float], np.ndarray]:
     """Held-out PSNR, codebook use and perplexity, and the reconstructions (in [-1, 1])."""
-    psnrs, counts, recs = [], np.zeros(n_embed), []
+    psnrs, counts, recs = [], np.zeros(num_image_codes), []
     for start in range(0, len(held_out), batch_size):
         chunk = held_out[start:start + batch_size]
         pad = batch_size - len(chunk)
@@ -133,7 +135,7 @@ def _evaluate(evaluate_batch: Callable, state: step_lib.State, *, held_out: np.n
         p, codes, x_rec = evaluate_batch(state, data.on_mesh(padded, sharding))
         keep = len(chunk)
         psnrs.append(np.asarray(p)[:keep])
-        counts += np.bincount(np.asarray(codes)[:keep].reshape(-1), minlength=n_embed)
+        counts += np.bincount(np.asarray(codes)[:keep].reshape(-1), minlength=num_image_codes)
         recs.append(np.asarray(x_rec)[:keep])
     values = {
         "eval_psnr": float(np.concatenate(psnrs).mean()),

@@ -1,4 +1,4 @@
-"""Images given to the model to read: files, PIL images or pixels -> VQGAN codes.
+"""Images in a prompt, given to the model to read: files, PIL images or pixels -> VQGAN codes.
 
 Upstream's understanding preprocessing: pad to a square with the fill colour
 (122, 116, 104), resize to the VQGAN's training resolution (512 for Chameleon's), encode.

@@ -1,7 +1,8 @@
-"""Where image + caption pairs come from: a folder with a caption table, WebDataset
-tar shards, or a TFDS data set. Each input is cut into ``Unit``s, one output shard each;
-a unit lists its items lazily and in a fixed order, so every worker agrees on the
-split and a re-run writes the same shards.
+"""Where the image + caption pairs of pre-tokenization come from: a folder with a caption
+table, WebDataset tar shards, or a TFDS data set. Each input is cut into ``Unit``s, one
+output shard each; a unit lists its items lazily and in a fixed order, so every worker
+agrees on the split and a re-run writes the same shards. (Images in a prompt:
+``liquid_jax.sample.prompt_images``.)
 """
 
 from __future__ import annotations
