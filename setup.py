@@ -42,7 +42,7 @@ EVAL = [
 
 TEST = EVAL + [
     "pytest>=8",
-    "accelerate>=1.0",  # lm-eval's "hf" backend, the reference of tests/test_eval_text.py
+    "accelerate>=1.0",  # lm-eval's "hf" backend, the reference of tests/eval/test_eval_text.py
     "torch==2.13.0",
     "transformers>=5.0,<6",
     "scikit-image",
@@ -50,7 +50,7 @@ TEST = EVAL + [
     "nbclient",
     "nbformat",
     "ipykernel",
-    "jax[tpu]==0.10.2",  # libtpu: ahead-of-time TPU compiles in tests/test_plan.py
+    "jax[tpu]==0.10.2",  # libtpu: ahead-of-time TPU compiles in tests/train/test_plan.py
 ]
 
 setup(

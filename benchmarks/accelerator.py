@@ -34,7 +34,7 @@ by a Gemma-7B-shaped decoder with random bf16 weights (d_model 3072, 28 layers, 
 256, MLP 24576, 256000 text tokens + 8192 image codes), built once with transformers on the
 device and converted to liquid_jax. Ours: ``liquid_jax.sample.decode_loop.generate_tokens``
 (its first call, which compiles, is timed apart); upstream's loop
-(``tests/_upstream_t2i.py``: transformers with a KV cache and SDPA attention, full
+(``tests/helpers/upstream_t2i.py``: transformers with a KV cache and SDPA attention, full
 vocabulary logits) on the same device; image tokens/s of each and their ratio. PyTorch has
 no TPU backend here, so on a TPU the upstream side is skipped.
 
@@ -319,7 +319,7 @@ def t2i_measurement(c: dict[str, Any], upstream: bool) -> dict[str, Any]:
         return result
 
     import torch
-    from _upstream_t2i import upstream_t2i
+    from helpers.upstream_t2i import upstream_t2i
 
     def reference(n: int) -> np.ndarray:
         codes = upstream_t2i(hf, rows, n, c["text_vocab"], c["guidance_scale"], c["temperature"], c["top_k"],

@@ -29,7 +29,7 @@ from liquid_jax import host_memory  # noqa: E402
 host_memory.reexec_with_hugepages()  # as `liquid-jax eval generate` does
 
 import sample_throughput  # noqa: E402
-from _sample_models import tiny_vocab, tiny_vqgan  # noqa: E402
+from helpers.sample_models import tiny_vocab, tiny_vqgan  # noqa: E402
 from liquid_jax import machine  # noqa: E402
 from liquid_jax.api import LiquidLM  # noqa: E402
 from liquid_jax.codec import ImageCodec  # noqa: E402

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from _upstream_t2i import upstream_t2i  # noqa: E402
+from helpers.upstream_t2i import upstream_t2i  # noqa: E402
 from liquid_jax.convert.hf_mapping import config_from_hf, params_from_hf  # noqa: E402
 from liquid_jax.model.config import SpecialTokens  # noqa: E402
 from liquid_jax.model.transformer import from_params  # noqa: E402

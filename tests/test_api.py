@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import liquid_jax
-from _hf_dirs import LLAMA_SPECIALS, hf_logits, random_tokens, tiny_hf_model, write_hf_dir
+from helpers.hf_dirs import LLAMA_SPECIALS, hf_logits, random_tokens, tiny_hf_model, write_hf_dir
 from liquid_jax.convert import hf
 from liquid_jax.sharding import make_mesh
 from liquid_jax.tokenizer import HFTokenizer, MultimodalVocab
