@@ -16,6 +16,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
+from liquid_jax import former_names
 from liquid_jax.demo import experiments, training
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import Context
@@ -42,7 +43,9 @@ _EXPERIMENT = flags.DEFINE_enum("experiment", None, list(experiments.EXPERIMENTS
 
 def parse_flags(argv: list[str]) -> list[str]:
     """Parses the demo's flags (``liquid-jax`` calls this); an unknown --config.* key exits
-    naming the nearest valid keys, an invalid setting of a training run naming its key."""
+    naming the nearest valid keys, an invalid setting of a training run naming its key.
+    Keys of earlier versions (``former_names.DEMO_CONFIG``) still work."""
+    argv = former_names.current_overrides(argv, former_names.DEMO_CONFIG)
     if not any(arg == "--config" or arg.startswith("--config=") for arg in argv):
         argv = [argv[0], f"--config={DEFAULT_CONFIG}", *argv[1:]]
     try:

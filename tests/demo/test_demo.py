@@ -8,6 +8,7 @@ import os
 import pytest
 
 from helpers import REPO
+from liquid_jax import former_names
 from liquid_jax.demo import evaluate, experiments, heldout, liquid_stage, training
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import DONE_FILE, Context, read_record
@@ -133,6 +134,21 @@ def test_runs_are_trainer_configs_that_follow_the_demo_seed_and_their_steps_unle
     assert trainer.model.to_dict() == {"d_model": 8, "num_image_codes": 32, "dtype": "float32",
                                        "param_dtype": "float32"}
     assert trainer.data.num_image_codes == 32 and trainer.train.seed == 3 and trainer.tokenizer == "tokenizer.model"
+
+
+def test_override_keys_of_earlier_versions_name_keys_of_the_config():
+    argv = ["liquid-jax", "--config.liquid.steps=3000", "--config.base.learning_rate", "1e-3",
+            "--config.liquid.text_weight=1", "--config.liquid.train.seed=2", "--workdir=x"]
+    assert former_names.current_overrides(argv, former_names.DEMO_CONFIG) == [
+        "liquid-jax", "--config.liquid.train.steps=3000", "--config.base.optimizer.learning_rate", "1e-3",
+        "--config.liquid_mix.text_weight=1", "--config.liquid.train.seed=2", "--workdir=x"]
+    config = load_config_file(CONFIG)
+    for key in former_names.DEMO_CONFIG.values():
+        *sections, name = key.split(".")
+        section = config
+        for part in sections:
+            section = section[part]
+        assert name in section, key
 
 
 def test_boost_mixes_add_data_to_one_task_only():
