@@ -14,6 +14,9 @@ import jax
 from liquid_jax.errors import Interrupted
 
 
+_EARLY = "SIGTERM before the first step finished; nothing to save"
+
+
 class Preemption:
     """Context manager that turns SIGTERM into a request to save and stop.
 
@@ -27,6 +30,7 @@ class Preemption:
     def __init__(self):
         self.requested = False
         self.armed = False
+        self._early = False
         self._previous = None
         self._multi = jax.process_count() > 1
 
@@ -38,9 +42,17 @@ class Preemption:
                 self._previous = None
         return self
 
+    def arm(self) -> None:
+        """From now on SIGTERM saves. A SIGTERM that came earlier stops the run here: its
+        exception can land where Python ignores exceptions (a garbage-collection callback)."""
+        if self._early:
+            raise Interrupted(_EARLY)
+        self.armed = True
+
     def _handle(self, signum, frame):
         if not self.armed:
-            raise Interrupted("SIGTERM before the first step finished; nothing to save")
+            self._early = True
+            raise Interrupted(_EARLY)
         logging.warning("SIGTERM received: saving a checkpoint after the current step")
         self.requested = True
 

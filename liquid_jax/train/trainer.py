@@ -159,7 +159,7 @@ def _loop(config, workdir, model, mesh, tx, schedule, checkpointer, data, card, 
     def report(step: int, device_metrics: dict[str, jax.Array]) -> None:
         nonlocal skipped, last, last_time
         values = _host_metrics(device_metrics)
-        preemption.armed = True  # a step has finished: from now on SIGTERM saves it
+        preemption.arm()  # a step has finished: from now on SIGTERM saves it
         now = time.perf_counter()
         seconds, last_time = now - last_time, now
         if not values.pop("finite"):

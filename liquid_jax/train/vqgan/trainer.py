@@ -84,7 +84,7 @@ def _train(config: ml_collections.ConfigDict, workdir: epath.Path, preemption: P
                          disable=jax.process_index() != 0):
             pixels = batches.on_mesh(step, rows)
             state, aux = train_step(state, pixels, perceptual)
-            preemption.armed = True  # a step is under way: from now on SIGTERM saves it
+            preemption.arm()  # a step is under way: from now on SIGTERM saves it
             images_since += config.batch_size
             done = step + 1
             every = config.codebook.restart_every
