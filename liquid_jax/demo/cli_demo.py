@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -46,6 +47,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     naming the nearest valid keys, an invalid setting of a training run naming its key.
     Keys of earlier versions (``former_names.DEMO_CONFIG``) still work."""
     argv = former_names.current_overrides(argv, former_names.DEMO_CONFIG)
+    sys.argv[1:] = argv[1:]  # config_flags finds its --config.* override flags in sys.argv
     if not any(arg == "--config" or arg.startswith("--config=") for arg in argv):
         argv = [argv[0], f"--config={DEFAULT_CONFIG}", *argv[1:]]
     try:

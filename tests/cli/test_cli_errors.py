@@ -76,6 +76,8 @@ def test_user_errors_are_one_line_with_exit_code_2(models, tmp_path):
          "unknown config key 'train.stepz'"),
         (("demo", "--workdir=d", "--config.liquid.stepz=3"), "unknown config key 'liquid.stepz'"),
         (("demo", "--workdir=d", "--config.liquid.data.batch_size=0"), "config.liquid.data.batch_size 0 is invalid"),
+        # A key of the earlier run schema reaches the trainer config it now names.
+        (("demo", "--workdir=d", "--config.liquid.steps=0"), "config.liquid.train.steps 0 is invalid"),
         (("demo", "--workdir=d", "--config.liquid_mix.image_weight=-1"), "config.liquid_mix.image_weight -1.0 is"),
         (("demo", "--workdir=d", "--config.world.canvases=((64, 48),)"), "canvas (64, 48) must be"),
     ]
