@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from absl import app, flags, logging
 
 from liquid_jax import host_memory
-from liquid_jax.errors import Interrupted, UserError
+from liquid_jax.errors import UserError
 
 # (subcommand words) -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {}
@@ -131,8 +131,6 @@ def _run(prog: str, module: Any, verbose: bool):
             if len(argv) > 1:
                 raise app.UsageError(f"unexpected arguments {argv[1:]}; every input is given by a flag")
             module.main(argv)
-        except Interrupted as e:
-            _fail(prog, f"{_message(e)}; stopped", 128 + 15, verbose)
         except KeyboardInterrupt:
             _fail(prog, "interrupted", 130, verbose)
         except USER_ERRORS as e:

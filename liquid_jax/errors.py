@@ -11,7 +11,3 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input the user can fix; the message names the file, key or flag and the remedy."""
-
-
-class Interrupted(Exception):
-    """A signal (SIGTERM) stopped a command before it had anything worth saving."""

@@ -7,22 +7,23 @@ Shared by the LM and VQGAN trainers: they arm it once a step has been dispatched
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 
 import jax
 
-from liquid_jax.errors import Interrupted
 
-
-_EARLY = "SIGTERM before the first step finished; nothing to save"
+EARLY_MESSAGE = "SIGTERM before the first step finished; nothing to save; stopped"
 
 
 class Preemption:
     """Context manager that turns SIGTERM into a request to save and stop.
 
     One process: a Python signal handler sets a flag, or, before the first step has
-    finished (``armed`` False: building the state, compiling, waiting for data), stops
-    the run at once since there is nothing to save. Several processes: jax's
+    finished (``armed`` False: building the state, compiling, waiting for data), ends
+    the process at once with exit code 143 (128 + SIGTERM), as SIGTERM's default action
+    would, since there is nothing to save. Several processes: jax's
     coordination service already watches SIGTERM and every process learns at the
     same step (``reached_preemption_sync_point``), so all save the same step together.
     """
@@ -30,7 +31,6 @@ class Preemption:
     def __init__(self):
         self.requested = False
         self.armed = False
-        self._early = False
         self._previous = None
         self._multi = jax.process_count() > 1
 
@@ -43,16 +43,16 @@ class Preemption:
         return self
 
     def arm(self) -> None:
-        """From now on SIGTERM saves. A SIGTERM that came earlier stops the run here: its
-        exception can land where Python ignores exceptions (a garbage-collection callback)."""
-        if self._early:
-            raise Interrupted(_EARLY)
+        """From now on SIGTERM saves the step under way and stops after it."""
         self.armed = True
 
     def _handle(self, signum, frame):
         if not self.armed:
-            self._early = True
-            raise Interrupted(_EARLY)
+            # Not an exception: raised from a handler it lands wherever Python happens to
+            # be, and jax (pytree comparisons) or a gc callback wraps or swallows it.
+            sys.stderr.write(f"{EARLY_MESSAGE}\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
         logging.warning("SIGTERM received: saving a checkpoint after the current step")
         self.requested = True
 

@@ -93,7 +93,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | epath.PathLike, data
 
     ``data`` replaces the configured pipeline: any iterator of global batches with
     JSON-able ``get_state``/``set_state`` (as ``pipeline.DataIterator``). SIGTERM before
-    the first step finishes raises ``liquid_jax.errors.Interrupted``.
+    the first step finishes ends the process (exit code 143; nothing to save).
     """
     config_lib.validate(config)
     config = config.copy_and_resolve_references()

@@ -48,7 +48,7 @@ from liquid_jax.train.vqgan.perceptual import load_vgg16_weights
 def train(config: ml_collections.ConfigDict, workdir: str | epath.PathLike) -> dict[str, float]:
     """Runs (or resumes) training; returns the final held-out metrics, or
     ``{"preempted_at_step": step}`` when SIGTERM stopped it after saving that step. SIGTERM
-    before the first step raises ``liquid_jax.errors.Interrupted``."""
+    before the first step ends the process (exit code 143; nothing to save)."""
     with Preemption() as preemption:
         return _train(config, paths.resolve(workdir), preemption)
 
