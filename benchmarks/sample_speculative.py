@@ -4,7 +4,9 @@
     with its evaluation settings (guidance_scale 1.5, top-k 1: greedy) and with sampling
     (guidance_scale 1.5, temperature 1, top-k 64); forward passes per image, codes committed per
     forward (mean and histogram), image tokens/s at batch 1 and 4 for L in {4, 8, 16, 32}
-    against the plain sampler, and the checker's text-to-image accuracy of both.
+    against the plain sampler, and the checker's text-to-image accuracy of both; each window
+    with Jacobi drafts alone and with the training images' codes as a draft library
+    (rows "L8" and "L8_library").
     ``--demo_workdir`` takes a finished ``liquid-jax demo`` run; without it one is trained
     in ``benchmarks/.cache/demo`` (about 15-40 minutes on 2 cores) and reused.
 (b) The random benchmark model of benchmarks/sample_throughput.py (16x16 grid, guidance_scale 7,
@@ -37,9 +39,10 @@ import numpy as np  # noqa: E402
 
 import liquid_jax  # noqa: E402
 from liquid_jax import machine  # noqa: E402
-from liquid_jax.demo import heldout, liquid_stage, vqgan_stage  # noqa: E402
+from liquid_jax.demo import heldout, liquid_stage, pretokenize_stage, vqgan_stage  # noqa: E402
 from liquid_jax.demo.pipeline import run_demo  # noqa: E402
 from liquid_jax.demo.stages import Context  # noqa: E402
+from liquid_jax.sample.draft_library import read_draft_library  # noqa: E402
 from liquid_jax.sample.images import generate_image_codes  # noqa: E402
 from liquid_jax.sample.lm_sampling import sampling_params  # noqa: E402
 from liquid_jax.shapes import checker  # noqa: E402
@@ -57,7 +60,8 @@ def filters(settings: dict):
 
 
 def demo_model(workdir: str | None):
-    """(LiquidLM, codec, held-out prompts) of a finished demo run (trained here if needed)."""
+    """(LiquidLM, codec, held-out prompts, the training images' shards) of a finished demo
+    run (trained here if needed)."""
     if workdir is None:
         workdir = os.path.join(ROOT, "benchmarks", ".cache", "demo")
         from liquid_jax.model.config import load_config_file
@@ -65,15 +69,16 @@ def demo_model(workdir: str | None):
         run_demo(Context(load_config_file(os.path.join(ROOT, "configs", "demo.py")), workdir))
     context = Context(ml_collections.ConfigDict(), os.path.abspath(workdir))
     lm = liquid_jax.load(liquid_stage.model_path(context), progress=False)
-    return lm, vqgan_stage.load_codec(context), heldout.load_eval(context)["prompts"]
+    return (lm, vqgan_stage.load_codec(context), heldout.load_eval(context)["prompts"],
+            pretokenize_stage.image_shards(context))
 
 
-def timed_run(lm, prompts, settings, window, grid, repeats=1):
+def timed_run(lm, prompts, settings, window, grid, repeats=1, library=None):
     """(the generation, median seconds of ``repeats`` runs), compiled beforehand. Batch-1
     runs take milliseconds, so one run measures mostly the noise of the machine."""
     kwargs = dict(guidance_scale=settings["guidance_scale"], num_images=1, seed=0, grid=grid,
                   size_prefix=lm.image.size_prefix, pixels_per_code=lm.image.pixels_per_code or 16,
-                  speculative_window=window, sampling=filters(settings))
+                  speculative_window=window, sampling=filters(settings), draft_library=library)
     generate_image_codes(lm.model, lm.vocab, prompts, **kwargs)  # compiles this shape
     seconds = []
     for _ in range(repeats):
@@ -83,13 +88,17 @@ def timed_run(lm, prompts, settings, window, grid, repeats=1):
     return result, float(np.median(seconds))
 
 
-def measure(lm, prompts, settings, windows, grid, batches, codec=None):
-    """Every window's step compression, acceptance histogram and speed against plain decoding."""
+def measure(lm, prompts, settings, windows, grid, batches, codec=None, library=None):
+    """Every window's step compression, acceptance histogram and speed against plain
+    decoding, without and (given a ``library``) with the draft library."""
     codes_per_image = grid[0] * grid[1]
     rows = {}
     plain_full, _ = timed_run(lm, prompts, settings, 0, grid)
-    for window in [0, *windows]:
-        full, _ = timed_run(lm, prompts, settings, window, grid)  # every prompt: forwards and accuracy
+    runs = [("plain", 0, None)] + [(f"L{w}", w, None) for w in windows]
+    if library is not None:
+        runs += [(f"L{w}_library", w, library) for w in windows]
+    for name, window, drafts in runs:
+        full, _ = timed_run(lm, prompts, settings, window, grid, library=drafts)  # every prompt: forwards, accuracy
         row = {"forwards_per_image": float(full.forwards.mean()),
                "codes_per_forward": codes_per_image / float(full.forwards.mean()),
                "identical_to_plain": bool(np.array_equal(full.codes, plain_full.codes))}
@@ -97,12 +106,13 @@ def measure(lm, prompts, settings, windows, grid, batches, codec=None):
             images = codec.decode(full.codes, grid=grid)
             row["t2i_accuracy"] = checker.t2i_accuracy(heldout.scenes_of(list(prompts)), list(images))
         for batch in batches:
-            _, seconds = timed_run(lm, prompts[:batch], settings, window, grid, repeats=REPEATS)
+            _, seconds = timed_run(lm, prompts[:batch], settings, window, grid, repeats=REPEATS, library=drafts)
             row[f"image_tokens_per_s_batch{batch}"] = batch * codes_per_image / seconds
-        rows["plain" if window == 0 else f"L{window}"] = row
+        rows[name] = row
     plain = rows["plain"]
-    for window in windows:
-        row = rows[f"L{window}"]
+    for name, row in rows.items():
+        if name == "plain":
+            continue
         row["step_compression"] = plain["forwards_per_image"] / row["forwards_per_image"]
         for batch in batches:
             key = f"image_tokens_per_s_batch{batch}"
@@ -110,7 +120,7 @@ def measure(lm, prompts, settings, windows, grid, batches, codec=None):
     return rows
 
 
-def histogram(lm, prompts, settings, window, grid) -> list[int]:
+def histogram(lm, prompts, settings, window, grid, library=None) -> list[int]:
     from liquid_jax.sample.images import guided_batch
     from liquid_jax.sample.speculative import generate_speculative
 
@@ -118,12 +128,15 @@ def histogram(lm, prompts, settings, window, grid) -> list[int]:
                         size_prefix=lm.image.size_prefix)
     result = generate_speculative(
         lm.model, rows, grid[0] * grid[1], window=window, sampling=filters(settings),
-        vocab_range=(lm.config.text_vocab_size, lm.config.vocab_size), guidance_scale=settings["guidance_scale"])
+        vocab_range=(lm.config.text_vocab_size, lm.config.vocab_size), guidance_scale=settings["guidance_scale"],
+        library=library)
     return result.commits.tolist()
 
 
-def best(rows, key):
-    windows = [k for k in rows if k != "plain"]
+def best(rows, key, library=None):
+    """The row (window) with the highest ``key``; ``library`` True / False: only rows
+    with / without the draft library."""
+    windows = [k for k in rows if k != "plain" and (library is None or k.endswith("_library") == library)]
     return max(windows, key=lambda k: rows[k][key])
 
 
@@ -137,15 +150,20 @@ def main() -> None:
     windows = [int(w) for w in args.windows.split(",")]
 
     result = {"machine": machine.describe(), "windows": windows}
-    lm, codec, prompts = demo_model(args.demo_workdir)
+    lm, codec, prompts, shards = demo_model(args.demo_workdir)
     grid = lm.image.default_grid
+    library = read_draft_library(shards, grid, lm.config.num_image_codes)
     demo = {}
     for name, settings in SETTINGS.items():
-        demo[name] = {"settings": settings, "rows": measure(lm, prompts, settings, windows, grid, (1, 4), codec)}
-        chosen = best(demo[name]["rows"], "step_compression")
-        demo[name]["commit_histogram_best"] = histogram(lm, prompts, settings, int(chosen[1:]), grid)
+        rows = measure(lm, prompts, settings, windows, grid, (1, 4), codec, library)
+        demo[name] = {"settings": settings, "rows": rows}
+        chosen = best(rows, "step_compression")
+        window = int(chosen[1:].removesuffix("_library"))
+        demo[name]["commit_histogram_best"] = histogram(
+            lm, prompts, settings, window, grid, library if chosen.endswith("_library") else None)
+        demo[name]["best"] = chosen
         print(name, json.dumps(demo[name]["rows"], indent=1))
-    result["demo"] = {"grid": list(grid), "prompts": len(prompts), **demo}
+    result["demo"] = {"grid": list(grid), "prompts": len(prompts), "library_images": len(library), **demo}
 
     if not args.skip_random:
         sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -178,6 +196,12 @@ def summarize(result: dict) -> dict:
         "t2i_accuracy_plain": rows_eval["plain"]["t2i_accuracy"],
         "t2i_accuracy_speculative": rows_eval[fastest]["t2i_accuracy"],
     }
+    for setting, rows in (("eval", rows_eval), ("sampled", rows_sampled)):  # Jacobi drafts alone
+        alone = best(rows, "step_compression", library=False)
+        summary[f"step_compression_{setting}_jacobi_alone"] = rows[alone]["step_compression"]
+        summary[f"step_compression_{setting}_jacobi_alone_window"] = alone
+        quick = best(rows, "wall_ratio_batch1", library=False)
+        summary[f"wall_ratio_batch1_{setting}_jacobi_alone"] = rows[quick]["wall_ratio_batch1"]
     random = result.get("random")
     if random:
         for batch in (1, 4):

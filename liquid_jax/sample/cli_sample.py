@@ -105,6 +105,8 @@ def define_image_flags() -> None:
                          "tokens (0: token by token; same distribution, fewer forward passes; see README).")
     flags.DEFINE_enum("coupling", "gumbel", list(COUPLINGS),
                       "How speculative redrafts are coupled to the previous drafts.")
+    flags.DEFINE_string("draft_library", None, "Pre-tokenized image shards (a directory, glob or comma "
+                        "list) that speculative decoding also drafts from, e.g. the training images.")
 
 
 def parse_grid(text: str, flag: str = "--grid") -> tuple[int, int]:
@@ -126,4 +128,4 @@ def image_settings(codec) -> dict[str, Any]:
     if FLAGS.size:
         grid = codec.grid_for(*parse_grid(FLAGS.size, "--size"))
     return dict(guidance_scale=FLAGS.guidance_scale or None, grid=grid, speculative_window=FLAGS.speculative_window,
-                coupling=FLAGS.coupling, **sampling_flags())
+                coupling=FLAGS.coupling, draft_library=FLAGS.draft_library, **sampling_flags())

@@ -66,14 +66,17 @@ def generate_image_codes(
     size_prefix: bool = False,
     speculative_window: int = 0,
     coupling: str = "gumbel",
+    draft_library: np.ndarray | None = None,
     mesh: jax.sharding.Mesh | None = None,
     progress: str | None = None,
 ) -> ImageGeneration:
     """Samples ``num_images`` code grids per prompt. ``guidance_scale=None`` disables guidance
     (conditional rows only); ``size_prefix``: prompt with the size sentence (as the model
     was trained, see ``ImageFormat``). ``speculative_window`` L >= 2 drafts L - 1 codes
-    ahead and verifies them in one pass (``coupling``: "gumbel" or "maximal"); 0 decodes
-    token by token. Either way image i's randomness is keyed by ``seed`` and i alone."""
+    ahead and verifies them in one pass (``coupling``: "gumbel" or "maximal"), drafting
+    also from ``draft_library`` (code grids [M, h * w] of known images,
+    ``read_draft_library``) when given; 0 decodes token by token. Either way image i's
+    randomness is keyed by ``seed`` and i alone."""
     if isinstance(prompts, str):
         prompts = [prompts]
     if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 0):
@@ -95,6 +98,8 @@ def generate_image_codes(
         raise UserError("no prompts given")
     if speculative_window < 0 or speculative_window == 1:
         raise UserError(f"speculative_window must be 0 (token by token) or >= 2, got {speculative_window}")
+    if draft_library is not None and not speculative_window:
+        raise UserError("a draft library drafts for speculative decoding; give a speculative_window >= 2 too")
     rows = guided_batch(vocab, prompts, num_images, (h, w), pixels_per_code, guided=guidance_scale is not None,
                         size_prefix=size_prefix)
     longest = max(len(r) for r in rows)
@@ -106,7 +111,8 @@ def generate_image_codes(
     common = dict(sampling=sampling, seed=seed, vocab_range=(config.text_vocab_size, config.vocab_size),
                   guidance_scale=guidance_scale, mesh=mesh, progress=progress)
     if speculative_window:
-        result = generate_speculative(model, rows, h * w, window=speculative_window, coupling=coupling, **common)
+        result = generate_speculative(model, rows, h * w, window=speculative_window, coupling=coupling,
+                                      library=draft_library, **common)
         tokens, forwards = result.tokens, result.forwards
     else:
         tokens = generate_tokens(model, rows, h * w, **common).tokens[:images]

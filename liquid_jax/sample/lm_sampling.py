@@ -5,6 +5,7 @@ Plain keyword arguments in place of ``SamplingParams``: ``temperature=0`` means 
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Sequence
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from liquid_jax.errors import UserError
 from liquid_jax.model.image_format import DEFAULT_PIXELS_PER_CODE
+from liquid_jax.sample.draft_library import read_draft_library
 from liquid_jax.sample.filters import GREEDY, SamplingParams
 from liquid_jax.sample.images import ImageGeneration, generate_image_codes, generate_images as _draw
 from liquid_jax.sample.text import TextGeneration, caption_images as _caption, generate_text as _write
@@ -27,6 +29,10 @@ def sampling_params(temperature: float, top_k: int, top_p: float) -> SamplingPar
         return GREEDY
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     return GREEDY if top_k == 1 else params
+
+
+# Benchmark generation calls generate_images once per batch with the same library path.
+_read_library = functools.lru_cache(maxsize=4)(read_draft_library)
 
 
 def _check_codec(lm: Any, codec: Any) -> None:
@@ -62,6 +68,7 @@ def generate_images(
     grid: tuple[int, int] | None = None,
     speculative_window: int = 0,
     coupling: str = "gumbel",
+    draft_library: str | np.ndarray | None = None,
     progress: bool = True,
     cfg: float | None = _NOT_GIVEN,
 ) -> ImageGeneration:
@@ -71,7 +78,9 @@ def generate_images(
 
     ``grid`` (h, w) defaults to the first grid the model was trained on (32x32 for
     upstream's). ``speculative_window`` L >= 2 decodes by speculative Jacobi decoding
-    (same distribution, fewer forward passes; greedy settings give identical codes). Returns codes [N, h*w] and, with a VQGAN ``codec`` (refused before any
+    (same distribution, fewer forward passes; greedy settings give identical codes), also
+    drafting from ``draft_library``: pre-tokenized image shards (a path, as a training
+    source) or code grids [M, h * w]. Returns codes [N, h*w] and, with a VQGAN ``codec`` (refused before any
     work if it is not the model's), uint8 images [N, H, W, 3] (image i of prompt p is
     row p * num_images + i).
     """
@@ -84,10 +93,12 @@ def generate_images(
     if lm.image.grids and grid not in lm.image.grids:
         logging.warning("the model was trained on grids %s, not %s; expect weaker images",
                         [f"{h}x{w}" for h, w in lm.image.grids], f"{grid[0]}x{grid[1]}")
+    if isinstance(draft_library, str) and speculative_window:  # without a window: refused below
+        draft_library = _read_library(draft_library, grid, lm.config.num_image_codes)
     kwargs = dict(
         guidance_scale=guidance_scale, sampling=sampling_params(temperature, top_k, top_p),
         num_images=num_images, seed=seed, grid=grid, size_prefix=lm.image.size_prefix,
-        speculative_window=speculative_window, coupling=coupling, mesh=lm.mesh,
+        speculative_window=speculative_window, coupling=coupling, draft_library=draft_library, mesh=lm.mesh,
         progress="image tokens" if progress else None,
     )
     if codec is None:

@@ -28,6 +28,15 @@ context does (speculative coupled decoding):
   else replaced by a draw from ``normalise(max(0, q_new - q_old))``: an exact sample of
   ``q_new`` that equals the old draft as often as any coupling can.
 
+A draft library (codes of known images at the same grid, for example the pre-tokenized
+training images) adds retrieval drafting: after each iteration an image's drafts are
+copied from the library row whose codes agree with its last committed codes over the
+longest run (same code indices; the first such row on ties, so rows go most frequent
+first), with a one-hot proposal (the draft is a function of the committed codes, so
+``q`` is a point mass, accepted with probability ``p(d)``). Where no row agrees with the
+last committed code the Jacobi drafts stand. The library only changes how many codes
+each pass commits, never the distribution.
+
 All randomness is keyed by the seed, the image's index in the request and the code's
 absolute index, so an image does not depend on the others in its batch or on the
 window length's batching, and a seed and window length give the same images every
@@ -94,6 +103,7 @@ class SpeculativeState:
     iteration: jax.Array
     key: jax.Array
     guidance_scale: jax.Array
+    library: jax.Array  # [M, N] codes of known images drafts are copied from (M may be 0)
     logits: jax.Array | None  # [R, N + L, V] raw logits behind each committed code, when kept
 
 
@@ -176,6 +186,32 @@ def _redraft(state: SpeculativeState, old_count, new_count, old_drafts, old_prop
     return jnp.where(keep, old, fresh), proposals
 
 
+def _from_library(library, codes, count, drafts, proposals, plan):
+    """Drafts (and one-hot proposals) for code indices ``count ..`` copied from the library
+    row that agrees longest with each image's last committed codes; the Jacobi ``drafts``
+    and ``proposals`` where no row agrees with the last committed code."""
+    if library.shape[0] == 0:
+        return drafts, proposals
+    steps = library.shape[1]
+    index = jnp.arange(steps)
+
+    def best_row(image_codes, n):
+        agree = (library == image_codes[:steps]) | (index >= n)  # only committed codes count
+        last_disagreement = jnp.max(jnp.where(agree, -1, index), axis=1)
+        run = n - 1 - last_disagreement  # codes agreeing up to the last committed one
+        row = jnp.argmax(run)
+        return library[row], run[row] > 0
+
+    rows, found = jax.vmap(best_row)(codes, count)
+    ahead = jnp.minimum(count[:, None] + jnp.arange(plan.window - 1), steps - 1)
+    copied = jnp.take_along_axis(rows, ahead, axis=1)
+    drafts = jnp.where(found[:, None], copied, drafts)
+    if not plan.sampling.greedy:
+        one_hot = jax.nn.one_hot(copied, proposals.shape[-1], dtype=proposals.dtype)
+        proposals = jnp.where(found[:, None, None], one_hot, proposals)
+    return drafts, proposals
+
+
 def _write(buffer: jax.Array, block: jax.Array, start: jax.Array) -> jax.Array:
     """``block`` [B, T, ...] written into ``buffer`` [B, S, ...] from each row's ``start``."""
     return jax.vmap(lambda b, x, s: jax.lax.dynamic_update_slice_in_dim(b, x, s, axis=0))(buffer, block, start)
@@ -223,7 +259,9 @@ def _iterate(model: Transformer, weights: LoopWeights, state: SpeculativeState, 
     block, committed = _verify(state, target, plan)
     committed = jnp.where(active, jnp.minimum(committed, plan.num_steps - n), 0)
     count = n + committed
+    codes = _write(state.codes, block, jnp.where(active, n, plan.num_steps))
     drafts, proposals = _redraft(state, n, count, state.drafts, state.proposals, target, plan)
+    drafts, proposals = _from_library(state.library, codes, count, drafts, proposals, plan)
     keep_old = lambda new, old: jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
     logits = state.logits
     if plan.keep_logits:
@@ -231,7 +269,7 @@ def _iterate(model: Transformer, weights: LoopWeights, state: SpeculativeState, 
     return dataclasses.replace(
         state,
         cache=cache,
-        codes=_write(state.codes, block, jnp.where(active, n, plan.num_steps)),
+        codes=codes,
         count=count,
         drafts=keep_old(drafts, state.drafts),
         proposals=keep_old(proposals, state.proposals),
@@ -243,7 +281,7 @@ def _iterate(model: Transformer, weights: LoopWeights, state: SpeculativeState, 
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "plan"))
-def _prefill(graphdef, params, tokens, segment_ids, positions, image_ids, key, guidance_scale, *,
+def _prefill(graphdef, params, tokens, segment_ids, positions, image_ids, key, guidance_scale, library, *,
              plan: SpeculativePlan) -> SpeculativeState:
     """The prompt's forward pass, code 0 drawn from it and the first window's drafts."""
     model = nnx.merge(graphdef, params)
@@ -267,6 +305,7 @@ def _prefill(graphdef, params, tokens, segment_ids, positions, image_ids, key, g
         iteration=jnp.zeros((), jnp.int32),
         key=key,
         guidance_scale=jnp.asarray(guidance_scale, jnp.float32),
+        library=library,
         logits=jnp.zeros((rows, plan.num_steps + plan.window, vocab), jnp.float32) if plan.keep_logits else None,
     )
     target = jnp.broadcast_to(_target(raw, state.guidance_scale, plan), (images, plan.window, vocab))
@@ -277,10 +316,12 @@ def _prefill(graphdef, params, tokens, segment_ids, positions, image_ids, key, g
         first = _draw(_keys(state, zero[:, None], _BONUS), target[:, :1])[:, 0]
     # No previous drafts: an old count a window back leaves none to couple to.
     drafts, proposals = _redraft(state, zero + 1 - plan.window, zero + 1, state.drafts, state.proposals, target, plan)
+    codes = state.codes.at[:, 0].set(first)
+    drafts, proposals = _from_library(library, codes, zero + 1, drafts, proposals, plan)
     logits = state.logits
     if plan.keep_logits:
         logits = logits.at[:, 0].set(raw[:, 0])
-    return dataclasses.replace(state, codes=state.codes.at[:, 0].set(first), count=zero + 1, drafts=drafts,
+    return dataclasses.replace(state, codes=codes, count=zero + 1, drafts=drafts,
                                proposals=proposals, logits=logits, iteration=state.iteration + 1)
 
 
@@ -306,6 +347,7 @@ def generate_speculative(
     guidance_scale: float | None = None,
     coupling: str = "gumbel",
     image_ids: np.ndarray | None = None,
+    library: np.ndarray | None = None,
     keep_logits: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     progress: str | None = None,
@@ -314,7 +356,8 @@ def generate_speculative(
     """``num_steps`` codes after each prompt (token-id lists; with ``guidance_scale``, the
     conditional rows then as many unconditional ones) by speculative Jacobi decoding
     with windows of ``window`` tokens. ``image_ids`` (default 0, 1, ...) key each image's
-    randomness; ``vocab_range`` [start, end) is the sampled vocabulary slice."""
+    randomness; ``vocab_range`` [start, end) is the sampled vocabulary slice. ``library``
+    [M, num_steps]: codes of known images (vocabulary-slice indices) to draft from."""
     if window < 2:
         raise ValueError(f"the speculative window must be >= 2 tokens (0 decodes token by token), got {window}")
     if coupling not in COUPLINGS:
@@ -327,6 +370,11 @@ def generate_speculative(
     if not 0 <= start < end <= config.vocab_size:
         raise ValueError(f"vocab_range [{start}, {end}) is outside the vocabulary [0, {config.vocab_size})")
     images = len(prompts) // 2 if guided else len(prompts)
+    library = np.zeros((0, num_steps), np.int32) if library is None else np.asarray(library, np.int32)
+    if library.ndim != 2 or library.shape[1] != num_steps:
+        raise ValueError(f"the draft library holds {library.shape} codes; expected [images, {num_steps}]")
+    if library.size and not 0 <= library.min() <= library.max() < end - start:
+        raise ValueError(f"the draft library has codes outside [0, {end - start})")
     longest = max(len(p) for p in prompts)
     width, _ = plan_lengths(config.max_position_embeddings, longest, num_steps, None)
     cache_len = -(-(width + num_steps + window) // CACHE_BUCKET) * CACHE_BUCKET
@@ -344,7 +392,7 @@ def generate_speculative(
     row_ids = placement.rows(np.concatenate([ids] * (2 if guided else 1)).astype(np.int32))
     scale = 1.0 if guidance_scale is None else guidance_scale
     with tqdm(total=num_steps, desc=progress, unit="code", disable=progress is None) as bar, placement.context():
-        state = _prefill(graphdef, params, *inputs, row_ids, jax.random.key(seed), scale, plan=plan)
+        state = _prefill(graphdef, params, *inputs, row_ids, jax.random.key(seed), scale, library, plan=plan)
         weights = _loop_weights(graphdef, params, plan=plan)
         done = 1
         bar.update(1)

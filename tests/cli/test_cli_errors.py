@@ -67,6 +67,8 @@ def test_user_errors_are_one_line_with_exit_code_2(models, tmp_path):
         ((*t2i, "--num_images=0"), "num_images must be >= 1"),
         ((*t2i, "--top_k=many"), "flag --top_k=many"),
         ((*t2i, "--grid=4by4"), "--grid must look like 32x32"),
+        ((*t2i, f"--draft_library={tmp_path}"), "a draft library drafts for speculative decoding"),
+        ((*t2i, "--speculative_window=4", "--draft_library=nowhere/"), "data source 'nowhere/' does not exist"),
         (("sample", "t2i", f"--vqgan={vqgan}", "--prompt=x", "--out=o"), "--checkpoint is required"),
         (("sample", "text", f"--checkpoint={model}", "--prompt=x", "stray"), "unexpected arguments ['stray']"),
         (("export", "--workdir=nowhere", "--output=x"), "nowhere is not a training workdir"),

@@ -50,14 +50,14 @@ def exact(tiny):
             for seq in itertools.product(range(CODES), repeat=STEPS)}
 
 
-def speculative_counts(model, samples, coupling="gumbel", batch=BATCH):
+def speculative_counts(model, samples, coupling="gumbel", batch=BATCH, library=None):
     """Counts of each code sequence over ``samples`` images, and the first batch's codes."""
     counts, first = {}, None
     for start in range(0, samples, batch):
         result = generate_speculative(
             model, [COND] * batch + [UNCOND] * batch, STEPS, window=3, sampling=SAMPLING, seed=7,
             vocab_range=(TEXT_VOCAB, TEXT_VOCAB + CODES), guidance_scale=CFG, coupling=coupling,
-            image_ids=np.arange(start, start + batch))
+            image_ids=np.arange(start, start + batch), library=library)
         first = result.tokens if first is None else first
         for row in result.tokens - TEXT_VOCAB:
             counts[tuple(row)] = counts.get(tuple(row), 0) + 1
@@ -91,6 +91,16 @@ def test_samples_have_exactly_the_plain_samplers_distribution(tiny, exact, coupl
             tiny, [COND, UNCOND], STEPS, window=3, sampling=SAMPLING, seed=7, image_ids=[image],
             vocab_range=(TEXT_VOCAB, TEXT_VOCAB + CODES), guidance_scale=CFG, coupling=coupling).tokens
         np.testing.assert_array_equal(alone[0], together[image])
+
+
+def test_drafts_from_a_library_keep_the_distribution(tiny, exact):
+    """Library rows: the likeliest sequences (drafts often accepted) and some the plain
+    sampler never draws (drafts always rejected), with maximal coupling's redrafts."""
+    likely = sorted(exact, key=exact.get, reverse=True)[:12]
+    never = [seq for seq in exact if exact[seq] == 0][:4]
+    assert never, "the filters leave every sequence possible: pick other settings"
+    counts, _ = speculative_counts(tiny, SAMPLES, coupling="maximal", library=np.array(likely + never))
+    assert chi_square_p(exact, counts) > 1e-3
 
 
 @pytest.mark.slow  # two more compilations and 50,000 samples
@@ -140,6 +150,21 @@ def test_greedy_codes_equal_token_by_token_decoding_on_a_full_grid():
                                     guidance_scale=3.0, coupling=coupling)
         np.testing.assert_array_equal(fast.tokens, plain[:3], err_msg=f"L={window} {coupling} {sampling}")
         assert (fast.forwards < 1024).all()
+
+
+def test_greedy_drafts_from_a_library_keep_the_codes_and_save_passes():
+    """A library holding the images being drawn (behind rows that share only their first
+    codes) drafts whole runs of them: identical codes, fewer forward passes."""
+    model, rows, vocab = family_model("gemma"), _guided_rows(), (TEXT_VOCAB, TEXT_VOCAB + 64)
+    plain = generate_tokens(model, rows, 64, sampling=GREEDY, vocab_range=vocab, guidance_scale=3.0).tokens[:3]
+    shared = np.repeat(plain[:, :8] - TEXT_VOCAB, 4, axis=0)
+    decoys = np.concatenate([shared, np.random.default_rng(0).integers(0, 64, (12, 56))], axis=1)
+    library = np.concatenate([decoys, plain - TEXT_VOCAB])  # ties go to the first row: a decoy
+    kwargs = dict(window=8, sampling=GREEDY, vocab_range=vocab, guidance_scale=3.0)
+    jacobi = generate_speculative(model, rows, 64, **kwargs)
+    drafted = generate_speculative(model, rows, 64, library=library, **kwargs)
+    np.testing.assert_array_equal(drafted.tokens, plain)
+    assert drafted.forwards.max() <= 64 / 8 + 4 < jacobi.forwards.min(), (drafted.forwards, jacobi.forwards)
 
 
 @pytest.mark.parametrize("family", ["gemma2", "llama", "qwen2"])
