@@ -194,12 +194,12 @@ def test_sharded_speculative_decoding_matches_one_device():
     mesh = make_mesh((2, 2, 2))
     rows, vocab = _guided_rows(), (TEXT_VOCAB, TEXT_VOCAB + 64)
     sampling = SamplingParams(temperature=1.0, top_k=20)
-    single = generate_speculative(convert_multimodal(hf), rows, 32, window=6, sampling=sampling, seed=3,
-                                  vocab_range=vocab, guidance_scale=2.0)
-    sharded = generate_speculative(convert_multimodal(hf), rows, 32, window=6, sampling=sampling, seed=3,
-                                   vocab_range=vocab, guidance_scale=2.0, mesh=mesh)
-    np.testing.assert_array_equal(sharded.tokens, single.tokens)
-    np.testing.assert_array_equal(sharded.forwards, single.forwards)
+    for library in (None, np.random.default_rng(5).integers(0, 64, (40, 32))):
+        kwargs = dict(window=6, sampling=sampling, seed=3, vocab_range=vocab, guidance_scale=2.0, library=library)
+        single = generate_speculative(convert_multimodal(hf), rows, 32, **kwargs)
+        sharded = generate_speculative(convert_multimodal(hf), rows, 32, mesh=mesh, **kwargs)
+        np.testing.assert_array_equal(sharded.tokens, single.tokens)
+        np.testing.assert_array_equal(sharded.forwards, single.forwards)
 
 
 def test_a_window_below_two_is_refused():
