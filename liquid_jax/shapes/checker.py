@@ -214,9 +214,10 @@ def t2i_accuracy(prompt_scenes: Sequence[Scene], images: Sequence[np.ndarray]) -
 
 
 def caption_accuracy(true_scenes: Sequence[Scene], captions: Sequence[str]) -> float:
-    """Fraction of captions that parse to exactly the scene the image shows."""
+    """Fraction of captions that parse to exactly the scene the image shows (on the image's
+    canvas: a caption does not state it)."""
     _check_lengths(true_scenes, captions)
-    return float(np.mean([parse_caption(c) == scene for scene, c in zip(true_scenes, captions)]))
+    return float(np.mean([parse_caption(c, scene.canvas) == scene for scene, c in zip(true_scenes, captions)]))
 
 
 def qa_accuracy(answers: Sequence[str], predictions: Sequence[str]) -> float:

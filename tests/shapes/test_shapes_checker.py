@@ -144,6 +144,12 @@ def test_wrong_images_and_captions_score_zero():
     assert caption_accuracy([scene] * 4, captions) == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("canvas", [(64, 64), (64, 96), (96, 64)])
+def test_a_right_caption_scores_on_any_canvas(canvas):
+    scene = Scene((Shape("circle", "orange", "large", "top left"), Shape("square", "red", "small", "right")), canvas)
+    assert caption_accuracy([scene, scene], [caption(scene), caption(Scene(scene.shapes[:1], canvas))]) == 0.5
+
+
 def test_attribute_accuracy_pairs_shapes_and_counts_each_attribute():
     square = Shape("square", "blue", "small", "bottom right")
     truth = Scene((Shape("circle", "red", "large", "top left"), square))
