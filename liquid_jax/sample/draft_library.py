@@ -22,12 +22,14 @@ def read_draft_library(path: str, grid: tuple[int, int], num_image_codes: int,
                        max_images: int | None = None) -> np.ndarray:
     """Distinct code grids [M, h * w] (int32, code indices, most frequent first) of the image
     records at ``grid`` in the shards named by ``path`` (a directory, glob or comma list, as
-    a training source). Records at other grids and unreadable or corrupt ones are counted
-    and logged; ``max_images`` stops reading after that many records at ``grid``. Raises
+    a training source). Records at other grids, unreadable or corrupt ones and unreadable
+    shards are counted and logged; ``max_images`` stops reading after that many records at ``grid``. Raises
     DataError naming ``path`` when none is at ``grid``."""
     source = TolerantSource(list_shards(path))
     h, w = grid
     rows, skipped = [], collections.Counter()
+    if source.bad_shards:
+        skipped["unreadable_shard"] = len(source.bad_shards)
     for index in tqdm(range(len(source)), desc="draft library", unit="record", leave=False):
         if max_images is not None and len(rows) >= max_images:
             break

@@ -35,5 +35,9 @@ def test_no_record_at_the_grid_is_refused_naming_the_path(tmp_path):
     write_image_shards(folder, image_records(np.random.default_rng(1), 3, (2, 3), 16, "w"), num_shards=1)
     with pytest.raises(DataError, match=r"draft library .*wide.* no image record at the 4x4 grid"):
         read_draft_library(folder, (4, 4), num_image_codes=16)
+    not_a_shard = tmp_path / "captions.array_record"
+    not_a_shard.write_text('{"caption": "a cat"}\n')
+    with pytest.raises(DataError, match="unreadable_shard': 1"):
+        read_draft_library(str(not_a_shard), (2, 3), num_image_codes=16)
     with pytest.raises(FileNotFoundError, match="missing"):
         read_draft_library(os.path.join(folder, "missing"), (2, 3), num_image_codes=16)
