@@ -80,7 +80,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         d_model=128, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32, mlp_dim=512,
     ))
     c.base = _run(c, steps=100)
-    c.liquid = _run(c, steps=1800)
+    c.liquid = _run(c, steps=1600)
     # 2048 tokens a step: on a 2-core CPU twice the tokens per second of 4096, so twice the
     # steps. Image sequences state their size when there are several canvases (several grids;
     # data.size_prefix None); one canvas needs no prefix, which leaves 10 of a text-to-image
@@ -110,7 +110,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     # long it expects to take.
     c.stage_cost_gflop = ml_collections.ConfigDict(dict(
         world=1_750, heldout=20, tokenizer=70, vqgan=51_000, pretokenize=9_400, base_lm=11_100,
-        liquid=83_200, evaluate=5_100, report=210,
+        liquid=74_000, evaluate=5_100, report=210,
     ))
 
     if preset == "smoke":
