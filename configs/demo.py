@@ -31,7 +31,7 @@ def _run(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
     run = train_config(ml_collections.ConfigDict())
     run.model.dtype = "float32"
     # Rows of 128 tokens: the examples are 25-60 tokens, and on a 2-core CPU 16 rows of 128
-    # train 1.3x the tokens per second of 8 rows of 256 (a quarter of the attention).
+    # train 1.3x the tokens per second of 8 rows of 256 (half the attention).
     run.data.update(seq_len=128, batch_size=32, packing_bins=32, read_threads=1)
     run.data.seed = c.get_ref("seed").identity()
     run.optimizer.update(learning_rate=3e-3, warmup_steps=20, end_lr_fraction=0.05)
