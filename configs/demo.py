@@ -106,12 +106,14 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     ))
 
     # Each stage's wall seconds x the float32 matmul peak (GFLOP/s) of the machine they were
-    # measured on (liquid_jax.demo.timing): the demo divides by this machine's peak to say how
-    # long it expects to take.
+    # measured on (liquid_jax.demo.timing), per step for the training stages: the demo divides
+    # by this machine's peak to say how long it expects to take. Measured in a fresh-clone run
+    # on a 2-core machine of 198 GFLOP/s, the budget's reference machine (a 409 GFLOP/s one
+    # gave 10-20% more for the training stages: its small steps use less of its peak).
     c.stage_cost_gflop = ml_collections.ConfigDict(dict(
-        world=1_750, heldout=20, tokenizer=70, vqgan=51_000, pretokenize=9_400, base_lm=11_100,
-        liquid=74_000, evaluate=5_100, report=210,
+        world=1_760, heldout=20, tokenizer=50, pretokenize=7_700, evaluate=3_230, report=140,
     ))
+    c.step_cost_gflop = ml_collections.ConfigDict(dict(vqgan=75, base_lm=106, liquid=42.5))
 
     if preset == "smoke":
         # Two canvases, so that the tests run the multi-canvas path (buckets, by_canvas).
@@ -131,8 +133,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
             run.data.update(batch_size=8, seq_len=seq_len, packing_bins=8)
         c.sample.caption_max_tokens = 8
         c.experiments.sizes = ((32, 1), (48, 1))
-        c.stage_cost_gflop.update(world=17, heldout=1, tokenizer=1, vqgan=7_300, pretokenize=400, base_lm=920,
-                                  liquid=620, evaluate=4_600, report=100)
+        c.stage_cost_gflop.update(world=17, heldout=1, tokenizer=1, pretokenize=400, evaluate=4_600, report=100)
+        c.step_cost_gflop.update(vqgan=1_200, base_lm=115, liquid=78)
     elif preset:
         raise ValueError(f"unknown preset {preset!r} for demo.py; expected 'smoke' or none")
     return c

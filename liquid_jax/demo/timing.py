@@ -2,7 +2,8 @@
 the time each stage should take and the time it took.
 
 A stage's cost is its wall seconds times the float32 matmul peak (GFLOP/s) of the machine
-it was measured on (``stage_cost_gflop`` in configs/demo.py); divided by this machine's
+it was measured on (``stage_cost_gflop`` in configs/demo.py; a training stage's cost is per
+step, ``step_cost_gflop``, times the steps its config asks for); divided by this machine's
 measured peak it gives the expected seconds. At the demo's sizes the steps are small-matrix
 bound, so this is an estimate good to about a third, not a promise.
 """
@@ -18,6 +19,10 @@ import ml_collections
 from liquid_jax import machine
 
 MACHINE_FILE = "machine.json"
+
+# Where each training stage's config keeps its number of steps.
+TRAINING_STEPS = {"vqgan": ("vqgan", "steps"), "base_lm": ("base", "train", "steps"),
+                  "liquid": ("liquid", "train", "steps")}
 
 
 def calibrate(workdir: str) -> dict:
@@ -41,8 +46,18 @@ def read_machine(workdir: str) -> dict | None:
 def expected_seconds(config: ml_collections.ConfigDict, matmul_gflops: float,
                      stages: Sequence[str]) -> dict[str, float]:
     """Expected wall seconds of each of ``stages`` on a machine with this matmul peak."""
-    costs = config.stage_cost_gflop
-    return {name: costs[name] / matmul_gflops for name in stages if name in costs}
+    return {name: cost / matmul_gflops for name in stages
+            if (cost := stage_cost_gflop(config, name)) is not None}
+
+
+def stage_cost_gflop(config: ml_collections.ConfigDict, name: str) -> float | None:
+    """Stage ``name``'s cost at ``config``'s sizes (None when the config gives none)."""
+    if name in TRAINING_STEPS and name in config.step_cost_gflop:
+        section = config
+        for key in TRAINING_STEPS[name]:
+            section = section[key]
+        return config.step_cost_gflop[name] * section
+    return config.stage_cost_gflop.get(name)
 
 
 def plan_line(info: dict, expected: dict[str, float]) -> str:

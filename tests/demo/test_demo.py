@@ -9,7 +9,7 @@ import pytest
 
 from helpers import REPO
 from liquid_jax import former_names
-from liquid_jax.demo import evaluate, experiments, heldout, liquid_stage, training
+from liquid_jax.demo import evaluate, experiments, heldout, liquid_stage, timing, training
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import DONE_FILE, Context, read_record
 from liquid_jax.model.config import load_config_file
@@ -68,8 +68,20 @@ def test_report_records_the_machine_and_each_stage_against_its_expected_time(dem
     assert set(stages) == set(STAGE_NAMES[:-1])
     for name, row in stages.items():
         assert row["seconds"] == pytest.approx(read_record(context.workdir, name)["seconds"], abs=0.05)
-        cost = context.config.stage_cost_gflop[name]
+        cost = timing.stage_cost_gflop(context.config, name)
         assert row["expected_seconds"] == pytest.approx(cost / machine["matmul_gflops"], abs=0.05)
+
+
+def test_expected_time_of_a_training_stage_follows_its_steps():
+    config = load_config_file(CONFIG)
+    before = timing.expected_seconds(config, 200.0, STAGE_NAMES)
+    config.liquid.train.steps *= 3
+    config.vqgan.steps = 50
+    after = timing.expected_seconds(config, 200.0, STAGE_NAMES)
+    assert after["liquid"] == pytest.approx(3 * before["liquid"])
+    assert after["vqgan"] == pytest.approx(config.step_cost_gflop.vqgan * 50 / 200.0)
+    assert after["base_lm"] == before["base_lm"] and after["world"] == before["world"]
+    assert set(after) == set(STAGE_NAMES)
 
 
 def test_both_canvases_are_trained_drawn_and_captioned(demo):
