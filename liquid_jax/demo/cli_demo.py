@@ -3,9 +3,11 @@
   liquid-jax demo --workdir=DIR                                  # everything; prints its expected time first
   liquid-jax demo --workdir=DIR --config=configs/demo.py:smoke   # seconds-long check
   liquid-jax demo --workdir=DIR --stage=evaluate                 # redo one stage
+  liquid-jax demo --workdir=DIR --config.sample.guidance_scale=3 --rerun_changed  # redo what it changes
   liquid-jax demo --workdir=DIR --experiment=scaling             # see liquid_jax.demo.experiments
 
-Finished stages are skipped; DIR/report.html and DIR/report.json hold the results.
+Finished stages are skipped; a finished stage that ran with another config is refused
+before any work (or re-run, with --rerun_changed). DIR/report.html and DIR/report.json hold the results.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "directory for every stage's out
                                flag_values=FLAGS)
 _STAGE = flags.DEFINE_enum("stage", None, list(STAGE_NAMES), "re-run only this stage (earlier ones must be done)",
                            flag_values=FLAGS)
+_RERUN_CHANGED = flags.DEFINE_bool("rerun_changed", False, "re-run the finished stages whose config differs from "
+                                   "this one (instead of refusing them)", flag_values=FLAGS)
 _EXPERIMENT = flags.DEFINE_enum("experiment", None, list(experiments.EXPERIMENTS),
                                 "run an experiment after the demo's data, tokenizer and VQGAN stages",
                                 flag_values=FLAGS)
@@ -57,6 +61,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     if FLAGS["workdir"].value is None:
         raise UserError("--workdir is required")
+    if FLAGS["stage"].value is not None and FLAGS["rerun_changed"].value:
+        raise UserError("--stage re-runs one stage whatever its config; leave out --rerun_changed")
     training.validate(_CONFIG.value)
     flags.FLAGS.mark_as_parsed()
     return rest
@@ -66,10 +72,10 @@ def main(argv: list[str]) -> None:
     del argv
     context = Context(_CONFIG.value, os.path.abspath(_WORKDIR.value))
     if _EXPERIMENT.value:
-        table = experiments.run_experiment(_EXPERIMENT.value, context)
+        table = experiments.run_experiment(_EXPERIMENT.value, context, rerun_changed=_RERUN_CHANGED.value)
         print(table)
         return
-    run_demo(context, only=_STAGE.value)
+    run_demo(context, only=_STAGE.value, rerun_changed=_RERUN_CHANGED.value)
     if os.path.exists(os.path.join(context.workdir, "report.json")):
         with open(os.path.join(context.workdir, "report.json")) as f:
             print(json.dumps(json.load(f)["metrics"], indent=2))

@@ -27,6 +27,8 @@ from liquid_jax.errors import UserError
 EXPERIMENTS = ("scaling", "mutual_boost")
 DATA_STAGES = ("world", "heldout", "tokenizer", "vqgan", "pretokenize")
 PREREQUISITES = {"scaling": DATA_STAGES, "mutual_boost": DATA_STAGES + (base_lm_stage.STAGE,)}
+# What every experiment stage reads, besides the settings of the demo stages it builds on.
+CONFIG_KEYS = ("model", "base", "liquid", "liquid_mix", "sample", "experiments")
 METRICS = ("text_ppl_liquid", "t2i_accuracy", "caption_accuracy", "unseen_t2i_accuracy",
            "unseen_caption_accuracy")
 
@@ -79,12 +81,12 @@ def _scaling_stages(context: Context, root: str) -> list[tuple[dict, Stage]]:
         size_dir = f"{root}/d{d_model}_l{layers}"
         base = f"{size_dir}/base"
         rows.append((None, Stage(base, f"base LM d_model={d_model} layers={layers}",
-                                 lambda c, s=sizes, st=base: base_lm_stage.train_base(c, st, s))))
+                                 lambda c, s=sizes, st=base: base_lm_stage.train_base(c, st, s), CONFIG_KEYS)))
         for mix, run in scaling_mixes(liquid_stage.demo_run(context)).items():
             stage = f"{size_dir}/{_slug(mix)}"
             label = {"d_model": d_model, "layers": layers, "mix": mix}
             rows.append((label, Stage(stage, f"Liquid {mix} at d_model={d_model}",
-                                      lambda c, st=stage, r=run, b=base: _liquid_run(c, st, b, r))))
+                                      lambda c, st=stage, r=run, b=base: _liquid_run(c, st, b, r), CONFIG_KEYS)))
     return rows
 
 
@@ -96,7 +98,8 @@ def _boost_stages(context: Context, root: str) -> list[tuple[dict, Stage]]:
         label = {"mixture": mix, "image_weight": round(run.mix.image_weight, 3),
                  "t2i_ratio": round(run.train.data.t2i_ratio, 3)}
         rows.append((label, Stage(stage, f"Liquid {mix}",
-                                  lambda c, st=stage, r=run: _liquid_run(c, st, base_lm_stage.STAGE, r))))
+                                  lambda c, st=stage, r=run: _liquid_run(c, st, base_lm_stage.STAGE, r),
+                                  CONFIG_KEYS)))
     return rows
 
 
@@ -109,14 +112,15 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_experiment(name: str, context: Context) -> str:
-    """Runs the demo stages the experiment needs, then its runs; returns the table."""
+def run_experiment(name: str, context: Context, rerun_changed: bool = False) -> str:
+    """Runs the demo stages the experiment needs, then its runs; returns the table. Finished
+    stages whose config differs are refused, or re-run with ``rerun_changed``."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; expected one of {EXPERIMENTS}")
-    run_stages([s for s in STAGES if s.name in PREREQUISITES[name]], context)
     root = f"experiments/{name}"
     labelled = (_scaling_stages if name == "scaling" else _boost_stages)(context, root)
-    run_stages([stage for _, stage in labelled], context)
+    run_stages([s for s in STAGES if s.name in PREREQUISITES[name]] + [stage for _, stage in labelled], context,
+               rerun_changed=rerun_changed)
     rows = []
     for label, stage in labelled:
         if label is not None:

@@ -1,6 +1,9 @@
 """A tiny stage runner: each stage works in ``<workdir>/<stage>/`` and, when it finishes,
-writes ``<workdir>/<stage>/done.json`` (its outputs, wall and CPU seconds). A finished stage
-is skipped on the next run; ``only`` re-runs one stage from scratch."""
+writes ``<workdir>/<stage>/done.json`` (its outputs, wall and CPU seconds and the settings it
+ran with). A finished stage is skipped on the next run; ``only`` re-runs one stage from
+scratch. A finished stage whose settings differ from this run's is refused before any work
+(or, with ``rerun_changed``, re-run): a stage's settings are the config keys it reads and
+those of every stage before it, whose outputs it builds on."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 from tqdm import tqdm
+
+from liquid_jax.errors import UserError
 
 DONE_FILE = "done.json"
 
@@ -42,11 +47,13 @@ class Context:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One step of the demo: ``run(context)`` returns JSON-able outputs."""
+    """One step of the demo: ``run(context)`` returns JSON-able outputs; ``config_keys`` are
+    the (dotted) config keys it reads."""
 
     name: str
     description: str
     run: Callable[[Context], dict[str, Any]]
+    config_keys: tuple[str, ...] = ()
 
 
 def read_record(workdir: str, stage: str) -> dict[str, Any] | None:
@@ -65,23 +72,86 @@ def _write_record(workdir: str, stage: str, record: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def run_stages(
-    stages: Sequence[Stage], context: Context, only: str | None = None
-) -> dict[str, dict[str, Any]]:
-    """Runs the unfinished stages in order (or just ``only``, redone from scratch) and
-    returns every stage's record, including ``seconds`` and ``skipped``."""
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, into)
+    else:
+        into[prefix] = value
+
+
+def stage_settings(stages: Sequence[Stage], config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
+    """Each stage's settings: the values of its config keys and of every earlier stage's,
+    flattened to dotted keys, as JSON has them."""
+    resolved = config.copy_and_resolve_references().to_dict()
+    settings: dict[str, Any] = {}
+    by_stage = {}
+    for stage in stages:
+        for key in stage.config_keys:
+            value = resolved
+            for part in key.split("."):
+                value = value[part]
+            _flatten(key, value, settings)
+        by_stage[stage.name] = json.loads(json.dumps(settings))
+    return by_stage
+
+
+def _first_difference(then: dict[str, Any], now: dict[str, Any]) -> str:
+    key = next(k for k in [*now, *then] if then.get(k, "not set") != now.get(k, "not set"))
+    return f"{key} was {json.dumps(then.get(key, 'not set'))} then, {json.dumps(now.get(key, 'not set'))} now"
+
+
+def stages_to_run(
+    stages: Sequence[Stage], context: Context, only: str | None = None, rerun_changed: bool = False
+) -> list[str]:
+    """The names of the stages a run will work on: ``only``, or those not finished, or (with
+    ``rerun_changed``) finished with other settings. A finished stage with other settings
+    (before ``only``, when it is given) raises a UserError naming the first differing key."""
     names = [s.name for s in stages]
     if only is not None and only not in names:
         raise ValueError(f"unknown stage {only!r}; stages: {', '.join(names)}")
+    settings = stage_settings(stages, context.config)
+    checked = names[:names.index(only)] if only is not None else names
+    unfinished, changed = [], []
+    for name in checked:
+        record = read_record(context.workdir, name)
+        if record is None:
+            unfinished.append(name)
+        elif "settings" in record and record["settings"] != settings[name]:
+            changed.append((name, _first_difference(record["settings"], settings[name])))
+    if only is not None and unfinished:
+        raise UserError(f"{context.workdir}: --stage {only} needs stage {unfinished[0]!r}, which has not "
+                        "finished there; run the demo without --stage first")
+    if changed and (only is not None or not rerun_changed):
+        name, difference = changed[0]
+        rest = f" and the {len(changed) - 1} after it" if len(changed) > 1 else ""
+        remedy = ("run without --stage, with --rerun_changed" if only is not None
+                  else "--rerun_changed to re-run them here (their outputs are replaced)")
+        raise UserError(f"{context.workdir}: stage {name!r}{rest} ran with another config ({difference}); "
+                        f"use a new --workdir for this config, or {remedy}")
+    if only is not None:
+        return [only]
+    redo = {name for name, _ in changed} | set(unfinished)
+    return [name for name in names if name in redo]
+
+
+def run_stages(
+    stages: Sequence[Stage], context: Context, only: str | None = None, rerun_changed: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Runs the stages of ``stages_to_run`` in order and returns every stage's record,
+    including ``seconds`` and ``skipped``."""
+    todo = stages_to_run(stages, context, only, rerun_changed)
+    settings = stage_settings(stages, context.config)
     records: dict[str, dict[str, Any]] = {}
-    todo = [s for s in stages if only in (None, s.name)]
-    for stage in tqdm(todo, desc="demo stages", unit="stage"):
+    for stage in tqdm([s for s in stages if only in (None, s.name)], desc="demo stages", unit="stage"):
         record = read_record(context.workdir, stage.name)
-        if only is not None:
+        # A finished stage re-runs from scratch; an interrupted one resumes its checkpoints.
+        if stage.name in todo and (record is not None or stage.name == only):
             shutil.rmtree(context.path(stage.name), ignore_errors=True)
             record = None
         if record is not None:
-            tqdm.write(f"== stage {stage.name}: already done ({record['seconds']:.1f} s); skipping")
+            unchecked = "" if "settings" in record else " (it finished before stages recorded their settings: not checked)"
+            tqdm.write(f"== stage {stage.name}: already done ({record['seconds']:.1f} s); skipping{unchecked}")
             records[stage.name] = {**record, "skipped": True}
             continue
         tqdm.write(f"== stage {stage.name}: {stage.description}")
@@ -89,7 +159,8 @@ def run_stages(
         start, start_cpu = time.perf_counter(), time.process_time()
         outputs = stage.run(context)
         record = {"stage": stage.name, "seconds": time.perf_counter() - start,
-                  "cpu_seconds": time.process_time() - start_cpu, "outputs": outputs}
+                  "cpu_seconds": time.process_time() - start_cpu, "outputs": outputs,
+                  "settings": settings[stage.name]}
         _write_record(context.workdir, stage.name, record)
         tqdm.write(f"== stage {stage.name}: done in {record['seconds']:.1f} s")
         records[stage.name] = {**record, "skipped": False}

@@ -3,6 +3,7 @@ user can fix (the traceback only with --verbose), --help listing a command's fla
 VQGAN that is not the model's refused before any generation, sample output folders
 never mixed, and SIGTERM honoured before the first training step."""
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,9 @@ from helpers.sample_models import tiny_checkpoints, tiny_vqgan
 from liquid_jax.api import load_vqgan
 from liquid_jax.checkpoint.vqgan import save_vqgan
 from liquid_jax.convert.hf import convert_hf_to_liquid
+from liquid_jax.demo.pipeline import STAGES
+from liquid_jax.demo.stages import DONE_FILE, stage_settings
+from liquid_jax.model.config import load_config_file
 
 
 def cli(*args, cwd=None, timeout=300):
@@ -57,6 +61,11 @@ def test_help_lists_the_commands_flags():
 
 def test_user_errors_are_one_line_with_exit_code_2(models, tmp_path):
     model, vqgan = models["model"], models["vqgan"]
+    made = tmp_path / "made" / "world"  # a demo workdir whose world stage ran with seed 1
+    made.mkdir(parents=True)
+    settings = stage_settings(STAGES, load_config_file(os.path.join(REPO, "configs", "demo.py")))["world"]
+    (made / DONE_FILE).write_text(json.dumps({"stage": "world", "seconds": 1.0, "outputs": {},
+                                              "settings": {**settings, "seed": 1}}))
     t2i = ("sample", "t2i", f"--checkpoint={model}", f"--vqgan={vqgan}", "--prompt=a cat", "--dtype=float32",
            f"--out={tmp_path / 'out'}")
     cases = [
@@ -82,6 +91,8 @@ def test_user_errors_are_one_line_with_exit_code_2(models, tmp_path):
         (("demo", "--workdir=d", "--config.liquid.steps=0"), "config.liquid.train.steps 0 is invalid"),
         (("demo", "--workdir=d", "--config.liquid_mix.image_weight=-1"), "config.liquid_mix.image_weight -1.0 is"),
         (("demo", "--workdir=d", "--config.world.canvases=((64, 48),)"), "canvas (64, 48) must be"),
+        (("demo", "--workdir=made"), "stage 'world' ran with another config (seed was 1 then, 0 now); use a new"),
+        (("demo", "--workdir=made", "--stage=report", "--rerun_changed"), "leave out --rerun_changed"),
     ]
     for args, message in cases:
         done = cli(*args, cwd=tmp_path)
@@ -90,6 +101,7 @@ def test_user_errors_are_one_line_with_exit_code_2(models, tmp_path):
         line = last_line(done)
         assert line.startswith(f"liquid-jax {args[0]}") and message in line, (args, line)
     assert not (tmp_path / "out").exists()  # nothing was generated or written
+    assert os.listdir(tmp_path / "made") == ["world"]  # the demo did not start
 
 
 def test_verbose_shows_the_traceback(tmp_path):

@@ -10,8 +10,9 @@ import pytest
 from helpers import REPO
 from liquid_jax import former_names
 from liquid_jax.demo import evaluate, experiments, heldout, liquid_stage, timing, training
-from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
-from liquid_jax.demo.stages import DONE_FILE, Context, read_record
+from liquid_jax.demo.pipeline import STAGE_NAMES, STAGES, run_demo
+from liquid_jax.demo.stages import DONE_FILE, Context, read_record, stage_settings
+from liquid_jax.errors import UserError
 from liquid_jax.model.config import load_config_file
 
 CONFIG = os.path.join(REPO, "configs", "demo.py")
@@ -134,6 +135,36 @@ def test_a_rerun_skips_finished_stages_and_stage_redoes_one(demo):
     assert read_record(context.workdir, "world") == before["world"]
     with pytest.raises(ValueError, match="unknown stage"):
         run_demo(context, only="no_such_stage")
+
+
+def test_a_finished_stage_that_ran_with_another_config_is_refused_before_any_work(demo):
+    context, _ = demo
+    changed = context.config.copy_and_resolve_references()
+    changed.sample.guidance_scale = 3.0
+    before = {n: read_record(context.workdir, n) for n in STAGE_NAMES}
+    with pytest.raises(UserError, match=r"stage 'evaluate' and the 1 after it ran with another config "
+                                        r"\(sample.guidance_scale was 1.5 then, 3.0 now\)"):
+        run_demo(Context(changed, context.workdir))
+    assert {n: read_record(context.workdir, n) for n in STAGE_NAMES} == before
+
+
+def test_each_demo_stage_is_settled_by_the_config_it_and_the_earlier_stages_read():
+    config = load_config_file(CONFIG)
+    default = stage_settings(STAGES, config)
+    for key, value, first_changed in (("vqgan.steps", 900, "vqgan"), ("sample.top_k", 4, "evaluate"),
+                                      ("world.canvases", ((64, 64), (64, 96)), "world"),
+                                      ("liquid.train.steps", 3200, "liquid"), ("experiments.extra_weight", 1, None)):
+        changed = config.copy_and_resolve_references()
+        section, *path, name = key.split(".")
+        target = changed[section]
+        for part in path:
+            target = target[part]
+        target[name] = value
+        settings = stage_settings(STAGES, changed)
+        differ = [n for n in STAGE_NAMES if settings[n] != default[n]]
+        assert differ == ([] if first_changed is None else list(STAGE_NAMES[STAGE_NAMES.index(first_changed):])), key
+    preset = stage_settings(STAGES, load_config_file(CONFIG, "canvases"))
+    assert [n for n in STAGE_NAMES if preset[n] != default[n]] == list(STAGE_NAMES)
 
 
 def test_runs_are_trainer_configs_that_follow_the_demo_seed_and_their_steps_unless_set():
