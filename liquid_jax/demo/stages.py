@@ -150,7 +150,8 @@ def run_stages(
             shutil.rmtree(context.path(stage.name), ignore_errors=True)
             record = None
         if record is not None:
-            unchecked = "" if "settings" in record else " (it finished before stages recorded their settings: not checked)"
+            unchecked = ("" if "settings" in record
+                         else " (it finished before stages recorded their settings: not checked)")
             tqdm.write(f"== stage {stage.name}: already done ({record['seconds']:.1f} s); skipping{unchecked}")
             records[stage.name] = {**record, "skipped": True}
             continue

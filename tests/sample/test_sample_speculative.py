@@ -99,7 +99,8 @@ def test_drafts_from_a_library_keep_the_distribution(tiny, exact):
     likely = sorted(exact, key=exact.get, reverse=True)[:12]
     never = [seq for seq in exact if exact[seq] == 0][:4]
     assert never, "the filters leave every sequence possible: pick other settings"
-    counts, _ = speculative_counts(tiny, SAMPLES, coupling="maximal", library=np.array(likely + never))
+    # Half the samples of the test above: the test below catches biased variants with a quarter.
+    counts, _ = speculative_counts(tiny, SAMPLES // 2, coupling="maximal", library=np.array(likely + never))
     assert chi_square_p(exact, counts) > 1e-3
 
 
