@@ -96,9 +96,12 @@ def stage_settings(stages: Sequence[Stage], config: ml_collections.ConfigDict) -
     return by_stage
 
 
-def _first_difference(then: dict[str, Any], now: dict[str, Any]) -> str:
-    key = next(k for k in [*now, *then] if then.get(k, "not set") != now.get(k, "not set"))
-    return f"{key} was {json.dumps(then.get(key, 'not set'))} then, {json.dumps(now.get(key, 'not set'))} now"
+def _differences(then: dict[str, Any], now: dict[str, Any], shown: int = 3) -> str:
+    """The keys whose values differ (the first ``shown`` of them), with both values."""
+    keys = [k for k in dict.fromkeys([*now, *then]) if then.get(k, "not set") != now.get(k, "not set")]
+    text = "; ".join(f"{k} was {json.dumps(then.get(k, 'not set'))} then, {json.dumps(now.get(k, 'not set'))} now"
+                     for k in keys[:shown])
+    return text + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 def stages_to_run(
@@ -106,7 +109,7 @@ def stages_to_run(
 ) -> list[str]:
     """The names of the stages a run will work on: ``only``, or those not finished, or (with
     ``rerun_changed``) finished with other settings. A finished stage with other settings
-    (before ``only``, when it is given) raises a UserError naming the first differing key."""
+    (before ``only``, when it is given) raises a UserError naming the keys that differ."""
     names = [s.name for s in stages]
     if only is not None and only not in names:
         raise ValueError(f"unknown stage {only!r}; stages: {', '.join(names)}")
@@ -118,7 +121,7 @@ def stages_to_run(
         if record is None:
             unfinished.append(name)
         elif "settings" in record and record["settings"] != settings[name]:
-            changed.append((name, _first_difference(record["settings"], settings[name])))
+            changed.append((name, _differences(record["settings"], settings[name])))
     if only is not None and unfinished:
         raise UserError(f"{context.workdir}: --stage {only} needs stage {unfinished[0]!r}, which has not "
                         "finished there; run the demo without --stage first")

@@ -14,7 +14,7 @@ from liquid_jax.errors import UserError
 
 
 def config(**changes) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict({"seed": 0, "data": {"size": 10, "name": "easy"},
+    c = ml_collections.ConfigDict({"seed": 0, "data": {"size": 10, "name": "easy", "kind": "png"},
                                    "train": {"steps": 5, "lr": 0.1}, "sample": {"top_k": 1},
                                    "unread": {"x": 1}})
     for key, value in changes.items():
@@ -38,7 +38,7 @@ def toy_stages(calls: list[str]) -> list[Stage]:
 
 def test_settings_are_each_stages_keys_and_the_earlier_stages(tmp_path):
     settings = stage_settings(toy_stages([]), config())
-    assert settings["data"] == {"seed": 0, "data.size": 10, "data.name": "easy"}
+    assert settings["data"] == {"seed": 0, "data.size": 10, "data.name": "easy", "data.kind": "png"}
     assert settings["train"] == {**settings["data"], "train.steps": 5, "train.lr": 0.1}
     assert settings["evaluate"] == {**settings["train"], "sample.top_k": 1}
     calls = []
@@ -63,6 +63,14 @@ def test_another_config_is_refused_before_any_stage_works(tmp_path):
 
     with pytest.raises(UserError, match=r"stage 'data' and the 1 after it .*data.name was \"easy\" then, \"hard\""):
         run_stages(toy_stages(calls), Context(config(data__name="hard"), str(tmp_path)))
+    with pytest.raises(UserError) as refused:
+        run_stages(toy_stages(calls), Context(config(train__steps=7, train__lr=0.5), str(tmp_path)))
+    assert "(train.steps was 5 then, 7 now; train.lr was 0.1 then, 0.5 now)" in str(refused.value)
+    with pytest.raises(UserError) as refused:
+        run_stages(toy_stages(calls), Context(config(seed=1, data__size=2, data__name="a", data__kind="b"),
+                                              str(tmp_path)))
+    assert "(seed was 0 then, 1 now; data.kind was \"png\" then, \"b\" now; data.name" in str(refused.value)
+    assert "data.size" not in str(refused.value) and "; and 1 more)" in str(refused.value)
 
 
 def test_rerun_changed_redoes_the_changed_stage_and_those_after_it_from_scratch(tmp_path):
