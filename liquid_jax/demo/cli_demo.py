@@ -6,8 +6,9 @@
   liquid-jax demo --workdir=DIR --config.sample.guidance_scale=3 --rerun_changed  # redo what it changes
   liquid-jax demo --workdir=DIR --experiment=scaling             # see liquid_jax.demo.experiments
 
-Finished stages are skipped; a finished stage that ran with another config is refused
-before any work (or re-run, with --rerun_changed). DIR/report.html and DIR/report.json hold the results.
+Finished stages are skipped, unless an earlier stage ran again after them (--stage): then
+they are redone. A finished stage that ran with another config is refused before any work
+(or re-run, with --rerun_changed). DIR/report.html and DIR/report.json hold the results.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from liquid_jax import former_names
-from liquid_jax.demo import experiments, training
+from liquid_jax.demo import experiments, report_stage, training
 from liquid_jax.demo.pipeline import STAGE_NAMES, run_demo
 from liquid_jax.demo.stages import Context
 from liquid_jax.errors import UserError
@@ -75,7 +76,10 @@ def main(argv: list[str]) -> None:
         table = experiments.run_experiment(_EXPERIMENT.value, context, rerun_changed=_RERUN_CHANGED.value)
         print(table)
         return
-    run_demo(context, only=_STAGE.value, rerun_changed=_RERUN_CHANGED.value)
-    if os.path.exists(os.path.join(context.workdir, "report.json")):
+    records = run_demo(context, only=_STAGE.value, rerun_changed=_RERUN_CHANGED.value)
+    if report_stage.STAGE not in records:
+        print(f"The stages after {_STAGE.value} are now out of date and the report is not updated: "
+              f"`liquid-jax demo --workdir {_WORKDIR.value}` (with this config) redoes them.")
+    elif os.path.exists(os.path.join(context.workdir, "report.json")):
         with open(os.path.join(context.workdir, "report.json")) as f:
             print(json.dumps(json.load(f)["metrics"], indent=2))

@@ -1,10 +1,12 @@
 """The demo's stage runner on toy stages: a finished stage records the settings it ran with
 (its config keys and those of every earlier stage); one that ran with other settings is
 refused before any stage works, or re-run with ``rerun_changed`` together with the stages
-after it, and an interrupted stage keeps its partial work."""
+after it; a stage re-run alone puts the later ones out of date; and an interrupted stage
+keeps its partial work."""
 
 import json
 import os
+import shutil
 
 import ml_collections
 import pytest
@@ -96,6 +98,26 @@ def test_one_stage_needs_the_earlier_ones_finished_with_this_config(tmp_path):
     assert read_record(str(tmp_path), "evaluate")["settings"]["sample.top_k"] == 4
     with pytest.raises(UserError, match="stage 'data' .* run without --stage, with --rerun_changed"):
         run_stages(toy_stages(calls), Context(config(seed=1), str(tmp_path)), only="evaluate")
+
+
+def test_a_stage_run_again_puts_the_later_stages_out_of_date(tmp_path):
+    calls = []
+    run_stages(toy_stages(calls), Context(config(), str(tmp_path)))
+    run_stages(toy_stages(calls), Context(config(), str(tmp_path)), only="data")
+    assert calls == ["data", "train", "evaluate", "data"]
+    with pytest.raises(UserError, match="--stage evaluate needs stage 'train', which is out of date: "
+                                        "stage 'data' ran again after it; run the demo without --stage"):
+        run_stages(toy_stages(calls), Context(config(), str(tmp_path)), only="evaluate")
+    records = run_stages(toy_stages(calls), Context(config(), str(tmp_path)))
+    assert calls == ["data", "train", "evaluate", "data", "train", "evaluate"]
+    assert [n for n, r in records.items() if not r["skipped"]] == ["train", "evaluate"]
+    data, train = read_record(str(tmp_path), "data"), read_record(str(tmp_path), "train")
+    assert train["inputs"] == {"data": data["run_id"]}
+    assert read_record(str(tmp_path), "evaluate")["inputs"] == {"data": data["run_id"], "train": train["run_id"]}
+
+    shutil.rmtree(tmp_path / "train")  # a later stage built on a stage that is gone is redone too
+    run_stages(toy_stages(calls), Context(config(), str(tmp_path)))
+    assert calls[-2:] == ["train", "evaluate"]
 
 
 def test_an_interrupted_stage_resumes_and_an_old_record_is_not_checked(tmp_path, capsys):
